@@ -1,0 +1,1 @@
+"""cotgen train stage."""
