@@ -7,9 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @contextlib.contextmanager
@@ -33,7 +34,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
+def write_parquet(df: "pl.DataFrame", path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         df.write_parquet(tmp)
     return Path(path)

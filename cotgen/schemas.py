@@ -21,6 +21,41 @@ PROBLEM_SCHEMA = pl.Schema(
 )
 
 
+# One row per sampled trace (`cotgen generate`). The key is (problem_id, sample_idx). `error` is null for a
+# finished sample; a sample the backend failed on after its retries is kept as a row with `error` set,
+# `finish_reason` "error" and an empty completion, and is generated again by the next run of the same command.
+# `seed` is the sample's own seed where the backend seeds per sample (vllm, openai), else the batch's (tunix).
+# `logprobs` (when asked for) holds one entry per completion token: its id, its logprob and the top-k
+# alternatives (ids and logprobs, most likely first; empty where the backend gives none).
+TRACE_LOGPROB = pl.Struct(
+    {"token_id": pl.Int64, "logprob": pl.Float64,
+     "top_ids": pl.List(pl.Int64), "top_logprobs": pl.List(pl.Float64)}
+)
+TRACE_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "sample_idx": pl.Int64,
+        "source": pl.String,
+        "split": pl.String,
+        "answer": pl.String,
+        "prompt": pl.String,
+        "completion": pl.String,
+        "finish_reason": pl.String,  # stop | length | error
+        "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64,
+        "teacher": pl.String,
+        "backend": pl.String,
+        "prompt_style": pl.String,
+        "temperature": pl.Float64,
+        "top_p": pl.Float64,
+        "max_tokens": pl.Int64,
+        "seed": pl.Int64,
+        "logprobs": pl.List(TRACE_LOGPROB),
+        "error": pl.String,
+    }
+)
+
+
 def check_schema(df: pl.DataFrame, schema: pl.Schema, path: str) -> pl.DataFrame:
     """Return `df` with columns in schema order; raise InputError naming the first missing or mistyped column."""
     for name, dtype in schema.items():
