@@ -122,7 +122,8 @@ def _provenance(command: str, **values) -> str:
 # Each stage's command lives in `cotgen/<stage>/cli.py` as `command` (importing only click and light cotgen
 # modules); a stage without one shows as not built yet.
 STAGES = {"generate": ("generate", 3), "filter": ("filter", 4), "eval": ("eval", 5), "train": ("train", 6),
-          "distill": ("distill", 7), "rl": ("train", 8)}
+          "distill": ("distill", 7), "rl": ("train", 8), "export": ("train", 6), "run": ("", 9)}
+MODULES = {"rl": "cotgen.train.rl_cli", "export": "cotgen.train.export_cli", "run": "cotgen.recipe"}
 
 
 def _not_built(name: str, issue: int) -> click.Command:
@@ -138,7 +139,7 @@ def _not_built(name: str, issue: int) -> click.Command:
 def _stage_command(name: str, package: str, issue: int) -> click.Command:
     import importlib
 
-    module = "cotgen.train.rl_cli" if name == "rl" else f"cotgen.{package}.cli"
+    module = MODULES.get(name, f"cotgen.{package}.cli")
     try:
         return importlib.import_module(module).command
     except ModuleNotFoundError as err:
