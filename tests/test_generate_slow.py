@@ -162,7 +162,8 @@ class VllmServer:
             env["VLLM_TARGET_DEVICE"] = "cpu"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.folder),
                "--served-model-name", "gemma-3-270m", "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0"]
+               "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
+               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"]
         start = time.perf_counter()
         with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -59,6 +59,15 @@ def set_environment() -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def cpu_engine_args(max_model_len: int) -> dict:
+    """On CPU, no chunked prefill: vLLM rewinds a seeded request's generator after a partial prefill, and CPU
+    torch generators cannot rewind ("CPU Generator does not use offset"), which kills the engine as soon as a
+    batch of long few-shot prompts is split. Whole prompts need a token budget of at least max_model_len."""
+    if os.environ.get("VLLM_TARGET_DEVICE") != "cpu":
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 8192)}
+
+
 def model_folder(spec: str) -> str:
     from cotgen.models import resolve
 
@@ -85,7 +94,7 @@ class VllmBackend:
                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
                       tensor_parallel_size=cfg.tensor_parallel_size,
                       data_parallel_size=cfg.data_parallel_size,
-                      max_logprobs=max(20, sampling.logprobs))
+                      max_logprobs=max(20, sampling.logprobs), **cpu_engine_args(cfg.max_model_len))
         self.llm = llm
         self.startup_s = time.perf_counter() - start
 
