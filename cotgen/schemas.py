@@ -56,6 +56,44 @@ TRACE_SCHEMA = pl.Schema(
 )
 
 
+# `cotgen filter` output, train.parquet / validation.parquet: one kept trace per row, ready for SFT.
+# `prompt` is `cotgen.prompts.student_prompt(question)`, `completion` is `student_target(reasoning, answer)`;
+# `answer` is the trace's verified answer, `gold` the problem's; `pass_rate` the problem's share of correct
+# samples.
+SFT_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "sample_idx": pl.Int64,
+        "source": pl.String,
+        "question": pl.String,
+        "gold": pl.String,
+        "answer": pl.String,
+        "reasoning": pl.String,
+        "prompt": pl.String,
+        "completion": pl.String,
+        "completion_tokens": pl.Int64,
+        "teacher": pl.String,
+        "pass_rate": pl.Float64,
+    }
+)
+
+# `cotgen filter` output, pass_rates.parquet: one row per problem seen in the traces. pass_rate = n_correct /
+# n_samples (null when the gold answer could not be parsed); contaminated_by names the evaluation set it
+# overlaps (null if none). RL drops problems that are always or never solved.
+PASS_RATE_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "source": pl.String,
+        "n_samples": pl.Int64,
+        "n_parsed": pl.Int64,
+        "n_correct": pl.Int64,
+        "pass_rate": pl.Float64,
+        "n_kept": pl.Int64,
+        "contaminated_by": pl.String,
+    }
+)
+
+
 def check_schema(df: pl.DataFrame, schema: pl.Schema, path: str) -> pl.DataFrame:
     """Return `df` with columns in schema order; raise InputError naming the first missing or mistyped column."""
     for name, dtype in schema.items():

@@ -1,15 +1,45 @@
 """Answer extraction: pull a final answer out of a solution or a model completion.
 
-Pure string functions, no model and no sympy. `last_boxed` reads MATH-style gold answers and completions that
-follow the `\\boxed{}` convention.
+`last_boxed` reads MATH-style gold answers and completions that follow the `\\boxed{}` convention (pure
+string code, no sympy). `extract_frame` / `extract_answer` apply the extraction ladder below to completions,
+as Polars expressions over a whole batch: each rule runs only on the rows no earlier rule answered (only the
+brace matching of `\\boxed{}` runs in Python, on the rows that hold a box).
+
+The ladder, first hit wins; the method is recorded per row (`METHODS`):
+
+1. `answer_tag`: the last `<answer>...</answer>` (the student format; a `\\boxed{}` inside it is unwrapped).
+2. `boxed`: the last `\\boxed{...}` / `\\fbox{...}`, brace-matched (MATH, NeMo-Skills, Qwen2.5-Math).
+3. `hashes`: the rest of the line after the last `####` (GSM8K, verl).
+4. `answer_is`: after the last "the answer is" (lm-eval gsm8k-cot), up to the end of the sentence.
+5. `final_answer_is`: after the last "final answer" [is|:] (Minerva), up to the end of the sentence.
+6. `last_number`: the last number in the text (lm-eval "flexible", verl); a fallback, flagged as such.
+7. `none`: nothing found; the answer is null (unparsed).
+
+A candidate that is blank after trimming counts as not found (an empty `<answer></answer>` must never earn
+reward), and the ladder goes on. A sentence is cut at the first period followed by a space or the end, or, if
+it starts with `$`, at the closing `$`.
 """
 
 from __future__ import annotations
 
 import re
 
+import polars as pl
+
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BARE = re.compile(r"\s*([^\s${}]+)")
+
+METHODS = ("answer_tag", "boxed", "hashes", "answer_is", "final_answer_is", "last_number", "none")
+FALLBACK_METHODS = ("last_number",)
+
+_HAS_BOX = r"\\(?:boxed|fbox)"
+_TAG = r"(?s).*<answer>(.*?)</answer>"
+_HASHES = r"(?s).*####[ \t]*([^\n]*)"
+_ANSWER_IS = r"(?is).*\bthe answer is\b[ \t]*:?[ \t]*([^\n]*)"
+_FINAL_IS = r"(?is).*\bfinal answer\b(?:[ \t]+is\b)?[ \t]*:?[ \t]*([^\n]*)"
+# The last number: preceded by the start or by a character that cannot belong to a number, so the greedy
+# prefix cannot eat its first digits. "1,000" and "-3.5" are whole numbers; "18." gives "18".
+_LAST_NUMBER = r"(?s)(?:\A|.*[^\d,.\-])(-?(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+))"
 
 
 def last_boxed(text: str | None) -> str | None:
@@ -46,3 +76,75 @@ def last_boxed(text: str | None) -> str | None:
                 return text[i + 1 : j].strip()
         j += 1
     return None
+
+
+def _blank_to_null(e: pl.Expr) -> pl.Expr:
+    e = e.str.strip_chars()
+    return pl.when(e.str.len_chars() > 0).then(e)
+
+
+def _sentence(e: pl.Expr) -> pl.Expr:
+    """Cut a phrase at its end: `$...$` if it starts with `$`, else before the first '. ' or final '.'."""
+    e = e.str.strip_chars()
+    dollars = e.str.extract(r"^\$([^$]*)\$", 1)
+    return pl.coalesce(dollars, e.str.replace(r"\.(?:\s.*)?$", "").str.strip_chars())
+
+
+def _boxed_in(e: pl.Expr) -> pl.Expr:
+    """last_boxed of the rows of `e` holding a box (Python, on those rows only), null elsewhere."""
+    return (
+        pl.when(e.str.contains(_HAS_BOX))
+        .then(e)
+        .map_elements(last_boxed, return_dtype=pl.String, skip_nulls=True)
+    )
+
+
+def _tag(t: pl.Expr) -> pl.Expr:
+    tag = _blank_to_null(t.str.extract(_TAG, 1))
+    return _blank_to_null(pl.coalesce(_boxed_in(tag), tag))
+
+
+# (method, a literal (case-insensitive) the text must contain for the rule to apply, the rule)
+LADDER = (
+    ("answer_tag", "</answer>", _tag),
+    ("boxed", None, lambda t: _blank_to_null(_boxed_in(t))),
+    ("hashes", "####", lambda t: _blank_to_null(t.str.extract(_HASHES, 1))),
+    ("answer_is", "answer is", lambda t: _blank_to_null(_sentence(t.str.extract(_ANSWER_IS, 1)))),
+    ("final_answer_is", "final answer", lambda t: _blank_to_null(_sentence(t.str.extract(_FINAL_IS, 1)))),
+    ("last_number", None, lambda t: _blank_to_null(t.str.extract(_LAST_NUMBER, 1))),
+)
+
+
+def extract_frame(df: pl.DataFrame, text: str = "completion") -> pl.DataFrame:
+    """`df` with `answer` (String, null if none), `method` (one of METHODS) and `fallback` (Boolean) added.
+
+    Each rule runs only on the rows that no earlier rule answered and that contain its literal, so a batch of
+    student-format completions costs one regex per row."""
+    rest = df.select(pl.col(text).alias("_t")).with_row_index("_i").filter(pl.col("_t").is_not_null())
+    found = []
+    for name, needle, rule in LADDER:
+        if rest.height == 0:
+            break
+        cand = rest if needle is None else rest.filter(pl.col("_t").str.contains(f"(?i){re.escape(needle)}"))
+        hit = cand.select("_i", rule(pl.col("_t")).alias("answer")).filter(pl.col("answer").is_not_null())
+        found.append(hit.with_columns(method=pl.lit(name)))
+        rest = rest.join(hit.select("_i"), on="_i", how="anti", maintain_order="left")
+    hits = (
+        pl.concat(found)
+        if found
+        else pl.DataFrame(schema={"_i": pl.UInt32, "answer": pl.String, "method": pl.String})
+    )
+    idx = pl.DataFrame({"_i": pl.int_range(df.height, dtype=pl.UInt32, eager=True)})
+    res = idx.join(hits, on="_i", how="left", maintain_order="left")
+    method = res["method"].fill_null("none")
+    return df.with_columns(
+        res["answer"].alias("answer"),
+        method.alias("method"),
+        method.is_in(FALLBACK_METHODS).alias("fallback"),
+    )
+
+
+def extract_answer(text: str | None) -> tuple[str | None, str]:
+    """(answer, method) of one text; see the module docstring for the ladder."""
+    row = extract_frame(pl.DataFrame({"completion": [text]}, schema={"completion": pl.String})).row(0)
+    return row[1], row[2]

@@ -1,0 +1,179 @@
+"""Inputs of `cotgen filter`: the traces folder (checked shard by shard, read in batches) and the problems.
+
+Traces: every `*.parquet` in the folder, in name order, as `cotgen generate` writes them (TRACE_SCHEMA); the
+filter needs TRACE_COLUMNS and carries `teacher`, `seed`, `error` when present. Rows whose `error` is set or
+whose finish_reason is "error" are generation failures: skipped and counted. A bad file or value raises
+InputError naming the file, the row (1-based) and the field, before any output is written.
+
+Problems (question and gold answer per problem_id), first that applies:
+1. `--problems FILE.parquet` (PROBLEM_SCHEMA, as `cotgen problems SOURCE --out FILE.parquet` writes it);
+2. `source`/`split` (and `data_dir`, `limit`, `source_seed`) given in the filter's config or flags;
+3. the traces folder's `config.toml` (or `config-*.toml`) keys `source`, `split`, `data_dir`, `limit`, `seed`;
+4. the traces' own `source` and `split` columns, when they hold one value each.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from cotgen.errors import CotgenError, InputError
+from cotgen.schemas import PROBLEM_SCHEMA, check_schema
+
+TRACE_COLUMNS = {
+    "problem_id": pl.String,
+    "sample_idx": pl.Int64,
+    "completion": pl.String,
+    "finish_reason": pl.String,
+    "completion_tokens": pl.Int64,
+}
+OPTIONAL_COLUMNS = {
+    "teacher": pl.String,
+    "seed": pl.Int64,
+    "error": pl.String,
+    "source": pl.String,
+    "split": pl.String,
+}
+FINISH_REASONS = ("stop", "length", "error")
+
+
+def trace_files(folder: Path) -> list[Path]:
+    """The folder's Parquet files, each checked for the columns the filter reads."""
+    if not folder.is_dir():
+        raise InputError(folder, "traces folder not found")
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise InputError(folder, "holds no *.parquet traces")
+    for path in files:
+        try:
+            schema = pl.read_parquet_schema(path)
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(path, f"cannot read as Parquet: {err}") from None
+        for name, dtype in TRACE_COLUMNS.items():
+            if name not in schema:
+                raise InputError(path, "column is missing", field=name)
+            ok = schema[name].is_integer() if dtype == pl.Int64 else schema[name] == dtype
+            if not ok:
+                raise InputError(path, f"has type {schema[name]}, expected {dtype}", field=name)
+    return files
+
+
+def _columns(path: Path) -> list[pl.Expr]:
+    schema = pl.read_parquet_schema(path)
+    cols = [pl.col(n).cast(t) for n, t in TRACE_COLUMNS.items()]
+    for name, dtype in OPTIONAL_COLUMNS.items():
+        cols.append(
+            pl.col(name).cast(dtype, strict=False) if name in schema else pl.lit(None, dtype).alias(name)
+        )
+    return cols
+
+
+def _check_batch(df: pl.DataFrame, path: Path) -> None:
+    for name in TRACE_COLUMNS:
+        bad = df.filter(pl.col(name).is_null() & pl.col("error").is_null())
+        if bad.height:
+            raise InputError(path, f"row {bad['_row'][0] + 1}: is null", field=name)
+    bad = df.filter(~pl.col("finish_reason").is_in(FINISH_REASONS))
+    if bad.height:
+        raise InputError(
+            path,
+            f"row {bad['_row'][0] + 1}: {bad['finish_reason'][0]!r} is not one of "
+            f"{', '.join(FINISH_REASONS)}",
+            field="finish_reason",
+        )
+    bad = df.filter(pl.col("completion_tokens") < 0)
+    if bad.height:
+        raise InputError(path, f"row {bad['_row'][0] + 1}: is negative", field="completion_tokens")
+
+
+def iter_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
+    """Checked batches of one file with `_row` (0-based row in the file) added."""
+    lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
+    total = pl.scan_parquet(path).select(pl.len()).collect().item()
+    for start in range(0, total, rows):
+        df = lf.slice(start, rows).collect()
+        _check_batch(df, path)
+        yield df
+
+
+def read_rows(path: Path, rows: pl.Series, columns: list[str]) -> pl.DataFrame:
+    """`columns` of the given 0-based rows of one file, with `_row`."""
+    lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
+    return lf.filter(pl.col("_row").is_in(rows.implode())).select("_row", *columns).collect()
+
+
+def traces_config(folder: Path) -> dict:
+    """source/split/data_dir/limit/seed from the traces folder's config.toml (or config-*.toml), if any."""
+    paths = (
+        [folder / "config.toml"]
+        if (folder / "config.toml").is_file()
+        else sorted(folder.glob("config-*.toml"))
+    )
+    if not paths:
+        return {}
+    try:
+        data = tomllib.loads(paths[0].read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(paths[0], f"not valid TOML: {err}") from None
+    return {k: data[k] for k in ("source", "split", "data_dir", "limit", "seed") if k in data}
+
+
+def _single(files: list[Path], column: str) -> str | None:
+    values = set()
+    for path in files:
+        if column in pl.read_parquet_schema(path):
+            values |= set(
+                pl.scan_parquet(path).select(pl.col(column).unique()).collect()[column].drop_nulls()
+            )
+    return values.pop() if len(values) == 1 else None
+
+
+def load_problems(
+    problems: Path | None,
+    source: str | None,
+    split: str | None,
+    data_dir: Path | None,
+    limit: int | None,
+    seed: int | None,
+    traces: Path,
+    files: list[Path],
+) -> tuple[pl.DataFrame, dict]:
+    """(problems frame: id, source, question, gold; where they came from) following the module docstring."""
+    if problems is not None:
+        if not problems.is_file():
+            raise InputError(problems, "problems file not found")
+        try:
+            raw = pl.read_parquet(problems)
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(problems, f"cannot read as Parquet: {err}") from None
+        df, origin = check_schema(raw, PROBLEM_SCHEMA, str(problems)), {"problems": str(problems)}
+    else:
+        recorded = traces_config(traces) if source is None else {}
+        source = source or recorded.get("source") or _single(files, "source")
+        split = split or recorded.get("split") or _single(files, "split") or "train"
+        if source is None:
+            raise CotgenError(
+                f"cannot tell which problems the traces in {traces} answer: it has no config.toml "
+                "naming source and split; pass --problems FILE.parquet (cotgen problems SOURCE "
+                "--out FILE.parquet)"
+            )
+        data_dir = data_dir or recorded.get("data_dir")
+        limit = limit if limit is not None else recorded.get("limit")
+        seed = seed if seed is not None else recorded.get("seed", 0)
+        from cotgen.sources import load_problems as load
+
+        df = load(source, split, data_dir=data_dir, limit=limit, seed=seed)
+        origin = {
+            "source": source,
+            "split": split,
+            "limit": limit,
+            "source_seed": seed,
+            "data_dir": str(data_dir) if data_dir else None,
+        }
+    dup = df.filter(pl.col("id").is_duplicated())
+    if dup.height:
+        raise CotgenError(f"problem id {dup['id'][0]} occurs twice in the problems")
+    return df.select("id", "source", "question", pl.col("answer").alias("gold")), origin
