@@ -1,0 +1,635 @@
+"""`cotgen rl`: GRPO-family reinforcement learning with verifiable rewards, through Tunix's RLCluster.
+
+The checklist, in order:
+1. Cheap checks before any compute: the config (G >= 2, reward weights that keep correctness dominant), the
+   problems and their gold answers, the held-out slice and the pass-rate curriculum (`rl_data.py`), the output
+   folder (`--resume` needs the same config and the same problems).
+2. Devices: a ("fsdp", "tp") mesh with Auto axes (pitfall 1), shared by actor, reference and rollout.
+3. The policy: a model spec, a `cotgen export` folder, or a `cotgen train` run folder (its LoRA merged into the
+   base). Its tokenizer must carry the stop ids (eos 1, end_of_turn 106) the sampler stops on (pitfall 11).
+   Prompts are `student_prompt(question)` (a Gemma turn; plain text for base models); too-long ones are dropped.
+4. LoRA (default): qwix adapters on the policy; the frozen base is the reference model (no second copy). Full
+   weights: the reference is a second load of the same weights.
+5. Tunix: `RLCluster` (rollout engine "vanilla" = Tunix's sampler, or "vllm" on TPU) and the learner for
+   `--algo`: GRPO (`GRPOLearner`), GSPO (the same learner with `loss_algo="gspo-token"`), Dr.GRPO
+   (`DrGRPOLearner`: no std normalisation, token-sum loss) or DAPO (`DAPOLearner`: clip-higher, no KL; Tunix's
+   character-count over-long shaping is off, cotgen's bounded token penalty replaces it). One policy update per
+   batch (num_iterations 1), so the ratio is 1 at the update and clipping is inert. KL: Schulman's k3 estimator
+   by default (as DeepSeekMath's GRPO), not Tunix's default k1.
+6. Rewards (`rewards.py`): correctness through the filter's verifier, strict format, over-long penalty.
+7. Each step (the learner's `_generate_and_compute_advantage`, extended by `_Hooks`): evaluate the held-out slice
+   when due (greedy, accuracy through the same verifier, format rate, mean length), set a fresh sampling seed
+   (hash of seed and step: Tunix reuses one key otherwise, pitfall 9), then sample, score and update.
+   Wall-clock timers around the cluster's `generate`, `get_ref_per_token_logps` and `update_actor` split the
+   step into rollout, reference log-probs, rewards and update.
+8. Orbax checkpoints (Tunix's, under OUT/checkpoints/actor; LoRA runs keep only the adapters) every `save_every`
+   steps and at the end; on restart Tunix restores the latest and skips the batches already trained.
+   OUT/metrics.jsonl (one row per (mode, step)), OUT/rewards.png, OUT/run.json, OUT/config.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cotgen import __version__
+from cotgen.config import resolve as resolve_config
+from cotgen.config import write_resolved
+from cotgen.errors import CotgenError
+from cotgen.io import write_text
+from cotgen.train import rl_data
+from cotgen.train.rewards import COMPONENTS, Rewards, Weights
+from cotgen.train.rl_config import RLConfig, identity
+
+log = logging.getLogger("cotgen.rl")
+TRAIN_RUN_FILE = "config.toml"
+EXPORT_MANIFEST = "cotgen-model.json"  # = cotgen.train.export.MANIFEST (not imported: export pulls numpy/io)
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def read_run_config(run_dir: Path) -> RLConfig:
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise CotgenError(f"{run_dir} holds no cotgen rl run (no config.toml)")
+    return resolve_config(RLConfig, path)
+
+
+def _command_of(folder: Path) -> str | None:
+    import tomllib
+
+    path = folder / "config.toml"
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")).get("cotgen", {}).get("command")
+    except tomllib.TOMLDecodeError:
+        return None
+
+
+def check_out(cfg: RLConfig, fingerprint: str) -> bool:
+    """Refuse an output folder holding something else; allow --resume of the same run on the same problems.
+    True when the folder already holds this run."""
+    out = cfg.out
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise CotgenError(f"--out {out} is a file")
+    if not (out / "config.toml").is_file():
+        if any(out.iterdir()):
+            raise CotgenError(f"--out {out} is not empty and holds no cotgen rl run; choose another folder")
+        return False
+    if _command_of(out) != "rl":
+        raise CotgenError(f"--out {out} holds a `cotgen {_command_of(out)}` run, not an rl run; choose another folder")
+    if not cfg.resume:
+        raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose another "
+                          "folder")
+    old, new = identity(read_run_config(out)), identity(cfg)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options or "
+                          "another --out")
+    state = _read_state(out)
+    if state.get("data_fingerprint") not in (None, fingerprint):
+        raise CotgenError(f"--resume: the problems differ from those {out} was trained on; use the same source "
+                          "and data or another --out")
+    return True
+
+
+def _read_state(out: Path) -> dict:
+    path = out / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(out: Path, state: dict) -> None:
+    write_text(out / "run.json", json.dumps(state, indent=2) + "\n")
+
+
+def fingerprint(data: rl_data.RLData) -> str:
+    h = hashlib.sha256()
+    for df in (data.train, data.held_out):
+        for pid, answer in df.select("id", "answer").iter_rows():
+            h.update(f"{pid}\t{answer}\n".encode())
+        h.update(b"--\n")
+    return h.hexdigest()[:16]
+
+
+def prompt_style(cfg: RLConfig) -> str:
+    """chat for trained students (cotgen train runs and exports) and instruction-tuned models; plain for base
+    models (the embedded gemma-3-270m, tiny, HF folders without a chat template)."""
+    if cfg.prompt_style:
+        return cfg.prompt_style
+    from cotgen.generate.config import is_base_model
+
+    folder = Path(cfg.model)
+    if _command_of(folder) == "train" or (folder / EXPORT_MANIFEST).is_file():
+        return "chat"
+    return "plain" if is_base_model(cfg.model) else "chat"
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of step `step` (1-based): fresh every step, the same on resume."""
+    return int.from_bytes(hashlib.sha256(f"cotgen-rl:{seed}:{step}".encode()).digest()[:4], "little") >> 1
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def load_policy(spec: str, *, dtype: str, mesh):
+    """A LoadedModel for a model spec, a `cotgen export` folder, or a `cotgen train` run folder (latest
+    checkpoint, LoRA adapters merged into the base)."""
+    folder = Path(spec)
+    if _command_of(folder) == "train":
+        return _from_train_run(folder, mesh)
+    if (folder / EXPORT_MANIFEST).is_file():
+        from cotgen.train.export import load_export
+
+        return load_export(folder, dtype=dtype, mesh=mesh)
+    from cotgen.models.load import load
+
+    return load(spec, dtype=dtype, mesh=mesh)
+
+
+def _from_train_run(folder: Path, mesh):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cotgen.train.lora import merged_params
+    from cotgen.train.sft import model_from_run
+
+    model, loaded, tcfg, step = model_from_run(folder, quantize=False, mesh=mesh)
+    log.info("policy: %s step %d (%s SFT)", folder, step, tcfg.method)
+    if not tcfg.lora:
+        return dataclasses.replace(loaded, model=model)
+    params = merged_params(model, alpha=tcfg.lora_alpha, rank=tcfg.lora_rank)
+    state = nnx.state(loaded.model, nnx.Param)
+    flat = nnx.to_flat_state(state)
+    for path, var in flat:
+        var.value = jnp.asarray(params[".".join(str(p) for p in path)], dtype=var.value.dtype)
+    nnx.update(loaded.model, nnx.from_flat_state(flat))
+    return loaded
+
+
+def check_tokenizer(tokenizer, style: str, where: str) -> tuple[int, ...]:
+    """The stop ids the sampler ends completions on; chat prompts need <end_of_turn>."""
+    from cotgen.models.tokenizer import END_OF_TURN
+
+    stops = tuple(int(i) for i in tokenizer.stop_ids)
+    if style == "chat" and tokenizer.piece_to_id(END_OF_TURN) is None:
+        raise CotgenError(f"{where}: the tokenizer has no {END_OF_TURN} piece, which chat prompts end turns with; "
+                          "use a Gemma 3 tokenizer or --prompt-style plain")
+    return stops
+
+
+def build_actor(cfg: RLConfig, loaded, mesh):
+    """(actor, reference): LoRA over the loaded model, which stays the reference; or a second full copy."""
+    if cfg.lora:
+        from cotgen.train.lora import apply
+
+        actor = apply(loaded.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules,
+                      seed=cfg.seed, mesh=mesh)
+        return actor, loaded.model
+    reference = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh).model
+    return loaded.model, reference
+
+
+def optimizer(cfg: RLConfig):
+    import optax
+
+    lr = cfg.lr
+    if cfg.warmup_steps:
+        lr = optax.linear_schedule(cfg.lr / (cfg.warmup_steps + 1), cfg.lr, cfg.warmup_steps)
+
+    def make(learning_rate):
+        return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                           optax.adamw(learning_rate, b1=0.9, b2=0.99, weight_decay=cfg.weight_decay))
+
+    return optax.inject_hyperparams(make)(learning_rate=lr)  # Tunix logs hyperparams["learning_rate"]
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+class Metrics:
+    """metrics.jsonl: one row per (mode, step). Train rows join cotgen's rollout-side values (rewards, lengths,
+    timings) with Tunix's actor metrics (loss, kl, entropy, ...), which Tunix logs one step late; a row is
+    written once both halves are in. Also the MetricsLogger backend receiving Tunix's events (`log_scalar`)."""
+
+    KEEP = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl", "advantage/abs_mean")
+
+    def __init__(self, path: Path, tensorboard: Path | None = None):
+        self.path = Path(path)
+        self.rows: dict[int, dict] = {}
+        self.evaluated = {r["step"] for r in self.read(self.path) if r["mode"] == "eval"}
+        self._tb = None
+        if tensorboard is not None:
+            from metrax import logging as metrax_logging
+
+            self._tb = metrax_logging.TensorboardBackend(log_dir=str(tensorboard), flush_every_n_steps=1,
+                                                          flush_interval_s=10.0)
+
+    def log_scalar(self, event: str, value, **kwargs) -> None:
+        if event.startswith("/jax/"):
+            return
+        if self._tb is not None:
+            self._tb.log_scalar(event, value, **kwargs)
+        prefix, _, rest = event.partition("/")
+        mode, _, name = rest.partition("/")
+        if prefix == "actor" and mode == "train" and name in self.KEEP:
+            self.rows.setdefault(int(kwargs.get("step") or 0), {})[f"actor/{name}"] = float(np.mean(value))
+
+    def add(self, step: int, values: dict) -> None:
+        self.rows.setdefault(step, {}).update(values)
+
+    def write_eval(self, step: int, values: dict) -> None:
+        self._append({"step": step, "mode": "eval", "time": round(time.time(), 3), **values})
+        self.evaluated.add(step)
+
+    def flush(self, upto: int | None = None) -> None:
+        """Write the train rows of steps <= upto (all when None) that have rollout values."""
+        for step in sorted(s for s in self.rows if upto is None or s <= upto):
+            row = self.rows.pop(step)
+            if "reward" in row:
+                self._append({"step": step, "mode": "train", "time": round(time.time(), 3), **row})
+
+    def _append(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def truncate(self, step: int) -> None:
+        """Drop rows past `step`: a run resumed from the checkpoint of `step` redoes the steps after it. (Rows
+        at `step`, eval included, describe that checkpoint's weights and stay.)"""
+        rows = [r for r in self.read(self.path) if r["step"] <= step]
+        if self.path.is_file():
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self.evaluated = {r["step"] for r in rows if r["mode"] == "eval"}
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        path = Path(path)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_rewards(rows: list[dict], out: Path, title: str = "") -> Path | None:
+    """Reward (total and each component), KL, and held-out accuracy and format rate against step, as a PNG."""
+    train = [r for r in rows if r["mode"] == "train"]
+    evals = [r for r in rows if r["mode"] == "eval"]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cotgen.io import atomic_path
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=100)
+    steps = [r["step"] for r in train]
+    for key, label in (("reward", "total (weighted)"), *((f"reward/{c}", c) for c in COMPONENTS)):
+        axes[0].plot(steps, [r.get(key) for r in train], "o-" if len(train) < 30 else "-", label=label,
+                     markersize=3)
+    axes[0].set_title("train rewards (components unweighted)")
+    axes[1].plot(steps, [r.get("actor/kl") for r in train], "o-" if len(train) < 30 else "-", markersize=3)
+    axes[1].set_title("KL to reference")
+    for key, label in (("accuracy", "accuracy"), ("format_rate", "format rate")):
+        axes[2].plot([r["step"] for r in evals], [r.get(key) for r in evals], "o-", label=label, markersize=4)
+    axes[2].set_title("held-out (greedy)")
+    axes[2].set_ylim(-0.05, 1.05)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+class _Hooks:
+    """Mixed into a Tunix GRPO-family learner: cotgen's work around each training rollout (see `Monitor`)."""
+
+    monitor: Monitor
+
+    def _generate_and_compute_advantage(self, training_input, mode=None):
+        from tunix.rl.rl_cluster import Mode
+
+        mode = mode or Mode.TRAIN
+        if mode != Mode.TRAIN:
+            return super()._generate_and_compute_advantage(training_input, mode)
+        self.monitor.before_rollout()
+        example = super()._generate_and_compute_advantage(training_input, mode)
+        self.monitor.after_rollout(example)
+        return example
+
+    def _compute_rewards(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super()._compute_rewards(*args, **kwargs)
+        finally:
+            self.monitor.times["reward"] = self.monitor.times.get("reward", 0.0) + time.perf_counter() - started
+
+
+class Monitor:
+    """Per-step bookkeeping: sampling seed, phase timers, held-out evaluation, metrics rows, callbacks."""
+
+    def __init__(self, cfg: RLConfig, cluster, rewards: Rewards, metrics: Metrics, held_out, eval_prompts,
+                 callbacks=()):
+        self.cfg, self.cluster, self.rewards, self.metrics = cfg, cluster, rewards, metrics
+        self.held_out, self.eval_prompts, self.callbacks = held_out, eval_prompts, tuple(callbacks)
+        self.times: dict[str, float] = {}
+        self.step = 0
+        self._sampled = np.zeros(0, dtype=np.int64)
+        self._started = 0.0
+        cluster.generate = self._timed(cluster.generate, "rollout", train_only=True, after=self._lengths)
+        cluster.get_ref_per_token_logps = self._timed(cluster.get_ref_per_token_logps, "ref_logps")
+        cluster.update_actor = self._timed(cluster.update_actor, "update", after=self._after_update)
+
+    def _timed(self, fn, phase: str, *, train_only: bool = False, after=None):
+        import jax
+
+        from tunix.rl.rl_cluster import Mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if train_only and kwargs.get("mode", Mode.TRAIN) != Mode.TRAIN:
+                return fn(*args, **kwargs)
+            started = time.perf_counter()
+            out = fn(*args, **kwargs)
+            jax.block_until_ready(out if out is not None else self._trainable())
+            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - started
+            if after is not None:
+                after(out)
+            return out
+
+        return wrapper
+
+    def _trainable(self):
+        from flax import nnx
+
+        return nnx.state(self.cluster.actor_trainer.model, nnx.LoRAParam if self.cfg.lora else nnx.Param)
+
+    @property
+    def done(self) -> int:
+        return self.cluster.actor_trainer.train_steps
+
+    def before_rollout(self) -> None:
+        self.step = self.done + 1
+        if (self.step - 1) % self.cfg.eval_every == 0:
+            self.evaluate(self.step - 1)
+        self.times = {}
+        seed = step_seed(self.cfg.seed, self.step)
+        from tunix.rl.rl_cluster import Mode
+
+        self.cluster.get_rollout_config(Mode.TRAIN).seed = seed  # read by every generate call of this step
+        self.metrics.add(self.step, {"seed": seed})
+        self._started = time.perf_counter()
+
+    def after_rollout(self, example=None) -> None:
+        raw = self.rewards.last
+        total = self.rewards.weights.total(raw)
+        groups = total.reshape(-1, self.cfg.num_generations)
+        tokens = self._sampled
+        self.metrics.add(self.step, {
+            "reward": float(total.mean()),
+            **{f"reward/{c}": float(np.mean(raw[c])) for c in COMPONENTS},
+            "groups/zero_advantage_frac": float(np.mean(groups.max(axis=1) - groups.min(axis=1) < 1e-9)),
+            "completions/tokens_mean": float(tokens.mean()),
+            "completions/truncated_frac": float(np.mean(tokens >= self.cfg.max_tokens)),
+        })
+
+    def _lengths(self, out) -> None:
+        self._sampled = np.array([len(t) for t in out.tokens])  # the stop token excluded
+        self.rewards.set_lengths(self._sampled)  # the rewards of this rollout come next
+
+    def _after_update(self, _=None) -> None:
+        step_s = time.perf_counter() - self._started
+        times = {f"time/{k}_s": round(v, 4) for k, v in self.times.items()}
+        self.metrics.add(self.step, {**times, "time/step_s": round(step_s, 4)})
+        self.metrics.flush(upto=self.step - 1)  # Tunix has logged the previous step's actor metrics by now
+        row = self.metrics.rows.get(self.step, {})
+        if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps or self.step == 1:
+            log.info("step %d/%d  reward %.3f (correct %.2f, format %.2f, length %.3f)  %.1f tokens  "
+                     "%.1f s (rollout %.1f, ref %.1f, reward %.1f, update %.1f)", self.step, self.cfg.steps,
+                     row.get("reward", float("nan")), row.get("reward/correctness", float("nan")),
+                     row.get("reward/format", float("nan")), row.get("reward/length", float("nan")),
+                     row.get("completions/tokens_mean", float("nan")), step_s, *(self.times.get(k, 0.0) for k in
+                                                                                 ("rollout", "ref_logps", "reward",
+                                                                                  "update")))
+        for fn in self.callbacks:
+            fn(self, self.step)
+
+    def evaluate(self, step: int) -> dict | None:
+        """Greedy completions of the held-out slice, scored by the same verifier; one eval row at `step`."""
+        if not self.eval_prompts or step in self.metrics.evaluated:
+            return None
+        from tunix.rl.rl_cluster import Mode
+
+        started = time.perf_counter()
+        chunk = self.cfg.batch_size * self.cfg.num_generations
+        prompts = list(self.eval_prompts)
+        pad = (-len(prompts)) % chunk  # equal chunks: one compiled shape
+        out = self.cluster.generate(prompts + prompts[:1] * pad, mode=Mode.EVAL, micro_batch_size=chunk)
+        texts = out.text[:len(prompts)]
+        tokens = np.array([len(t) for t in out.tokens[:len(prompts)]])
+        limit = self.cfg.eval_max_tokens or self.cfg.max_tokens
+        raw = self.rewards.score(texts, self.held_out["answer"].to_list(), max_tokens=limit, lengths=tokens)
+        values = {"accuracy": float(raw["correctness"].mean()), "format_rate": float(raw["format"].mean()),
+                  "tokens_mean": float(tokens.mean()), "truncated_frac": float(np.mean(tokens >= limit)),
+                  "n": len(texts), "time/eval_s": round(time.perf_counter() - started, 3),
+                  "example": texts[0][:300]}
+        self.metrics.write_eval(step, values)
+        log.info("eval at step %d: accuracy %.3f, format %.3f, %.1f tokens (%d problems, %.1f s)", step,
+                 values["accuracy"], values["format_rate"], values["tokens_mean"], len(texts),
+                 values["time/eval_s"])
+        return values
+
+
+def make_learner(cfg: RLConfig, cluster, reward_fns):
+    """The Tunix learner for cfg.algo, with cotgen's `_Hooks` mixed in."""
+    from tunix.rl.grpo import dapo_learner, drgrpo_learner, grpo_learner
+
+    common = dict(num_generations=cfg.num_generations, num_iterations=1, epsilon=cfg.epsilon,
+                  kl_loss_mode=cfg.kl_estimator)
+    if cfg.algo in ("grpo", "gspo"):
+        algo = grpo_learner.GRPOConfig(beta=cfg.beta, loss_algo="gspo-token" if cfg.algo == "gspo" else "grpo",
+                                       **common)
+        algo.epsilon_high = cfg.epsilon_high  # read by Tunix's loss when present
+        base = grpo_learner.GRPOLearner
+    elif cfg.algo == "drgrpo":
+        algo = drgrpo_learner.DrGRPOConfig(beta=cfg.beta, **common)
+        algo.epsilon_high = cfg.epsilon_high
+        base = drgrpo_learner.DrGRPOLearner
+    else:
+        algo = dapo_learner.DAPOConfig(epsilon_high=cfg.epsilon_high, overlong_buffer=None, dynamic_sampling=False,
+                                       **common)
+        base = dapo_learner.DAPOLearner
+    learner_cls = type(f"Cotgen{base.__name__}", (_Hooks, base), {})
+    return learner_cls(rl_cluster=cluster, algo_config=algo, reward_fns=reward_fns)
+
+
+def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None):
+    """{TRAIN: sampling at the temperature, EVAL: greedy} Tunix RolloutConfigs."""
+    from tunix.rl.rl_cluster import Mode
+    from tunix.rl.rollout.base_rollout import RolloutConfig
+
+    eval_tokens = cfg.eval_max_tokens or cfg.max_tokens
+    cache = cfg.max_prompt_tokens + max(cfg.max_tokens, eval_tokens)
+    common = dict(max_prompt_length=cfg.max_prompt_tokens, kv_cache_size=cache, eos_tokens=list(stops))
+    if cfg.rollout == "vllm":
+        common.update(rollout_vllm_model_version=str(model_path), rollout_vllm_init_with_random_weights=False)
+    train = RolloutConfig(max_tokens_to_generate=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                          top_k=cfg.top_k, seed=step_seed(cfg.seed, 1), **common)
+    greedy = RolloutConfig(max_tokens_to_generate=eval_tokens, temperature=1.0, top_p=None, top_k=None, **common)
+    return {Mode.TRAIN: train, Mode.EVAL: greedy}
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def run(cfg: RLConfig, *, callbacks=()) -> dict:
+    """Train; return the run summary (also written to OUT/run.json). `callbacks`: `fn(monitor, step)` after each
+    update (tests use one to stop a run midway)."""
+    wall = time.perf_counter()
+    style = prompt_style(cfg)
+    data = rl_data.load(cfg)
+    fp = fingerprint(data)
+    resuming = check_out(cfg, fp)
+
+    import jax
+    import orbax.checkpoint as ocp
+    from tunix.rl import rl_cluster as rl_cluster_lib
+    from tunix.sft import metrics_logger as tunix_metrics
+
+    from cotgen.filter.verify import Verifier
+    from cotgen.prompts import student_prompt
+    from cotgen.train import metrics as train_metrics
+    from cotgen.train.sft import make_mesh
+
+    if cfg.rollout == "vllm" and jax.default_backend() != "tpu":
+        raise CotgenError(f"--rollout vllm runs through tpu-inference on TPU; this is a {jax.default_backend()} "
+                          "machine: use --rollout vanilla")
+    mesh = make_mesh(cfg.mesh or "fsdp=1,tp=1")
+    loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
+    tokenizer = loaded.tokenizer
+    stops = check_tokenizer(tokenizer, style, cfg.model)
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer.encode(text)) + 1  # + <bos>, as the sampler adds it
+
+    chat = style == "chat"
+    train_prompts = [student_prompt(q, chat=chat) for q in data.train["question"]]
+    train, train_prompts, long_train = rl_data.drop_long_prompts(data.train, train_prompts, n_tokens,
+                                                                 cfg.max_prompt_tokens, "train")
+    eval_prompts = [student_prompt(q, chat=chat) for q in data.held_out["question"]]
+    held_out, eval_prompts, long_eval = rl_data.drop_long_prompts(data.held_out, eval_prompts, n_tokens,
+                                                                  cfg.max_prompt_tokens, "held-out")
+    if train.height == 0:
+        raise CotgenError(f"every training prompt is longer than --max-prompt-tokens {cfg.max_prompt_tokens}")
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_resolved(cfg, cfg.out, "rl")
+    previous = _read_state(cfg.out) if resuming else {}
+    state = {
+        "status": "running", "cotgen_version": __version__, "model": cfg.model, "method": cfg.method,
+        "algo": cfg.algo, "prompt_style": style, "stop_ids": list(stops),
+        "model_source": {"kind": loaded.source.kind, "path": str(loaded.source.path or "")},
+        "data": {**data.stats, "dropped_long_prompts": long_train, "held_out_long_prompts": long_eval,
+                 "train": train.height, "held_out": held_out.height},
+        "data_fingerprint": fp, "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
+        "runs": previous.get("runs", 0) + 1,
+    }
+    _write_state(cfg.out, state)
+
+    actor, reference = build_actor(cfg, loaded, mesh)
+    metrics = Metrics(cfg.out / "metrics.jsonl", cfg.out / "tensorboard" if cfg.tensorboard else None)
+    training_config = rl_cluster_lib.RLTrainingConfig(
+        actor_optimizer=optimizer(cfg),
+        eval_every_n_steps=cfg.steps + 1,  # held-out evaluation is cotgen's (Monitor.evaluate)
+        max_steps=cfg.steps,
+        checkpoint_root_directory=str((cfg.out / "checkpoints").resolve()),
+        checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=cfg.save_every,
+                                                           max_to_keep=cfg.keep_checkpoints),
+        metrics_logging_options=tunix_metrics.MetricsLoggerOptions(
+            log_dir=str(cfg.out / "tensorboard"), backend_kwargs={"custom_backend": [lambda: metrics]}),
+        pbar_description=f"cotgen rl ({cfg.algo}, {cfg.method})",
+    )
+    roles = rl_cluster_lib.Role
+    cluster_config = rl_cluster_lib.ClusterConfig(
+        role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
+        rollout_engine=cfg.rollout, offload_to_cpu=False, training_config=training_config,
+        rollout_config=rollout_configs(cfg, stops, loaded.source.path),
+    )
+    verifier = Verifier()
+    rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight),
+                      encode=tokenizer.encode, max_tokens=cfg.max_tokens, buffer=cfg.length_buffer,
+                      strict=cfg.strict_answer, verifier=verifier)
+    try:
+        with mesh:
+            cluster = rl_cluster_lib.RLCluster(actor=actor, reference=reference, tokenizer=tokenizer,
+                                               cluster_config=cluster_config)
+            learner = make_learner(cfg, cluster, rewards.functions())
+            monitor = Monitor(cfg, cluster, rewards, metrics, held_out, eval_prompts, callbacks)
+            learner.monitor = monitor
+            monitor.learner = learner
+            start = cluster.actor_trainer.train_steps
+            metrics.truncate(start)
+            if start:
+                log.info("resuming from the checkpoint at step %d of %d", start, cfg.steps)
+            elif resuming:
+                log.info("--resume: no checkpoint yet in %s, starting from step 0", cfg.out)
+            if start < cfg.steps:
+                batches = rl_data.batches(train, train_prompts, batch_size=cfg.batch_size, steps=cfg.steps,
+                                          seed=cfg.seed, order=cfg.order)
+                learner.train(batches)
+            else:
+                cluster.close()
+            done = cluster.actor_trainer.train_steps
+            metrics.flush()
+            monitor.evaluate(done)
+    finally:
+        train_metrics.unregister([metrics])
+        metrics.flush()
+        metrics.close()
+        verifier.close()
+
+    rows = metrics.read(metrics.path)
+    plot_rewards(rows, cfg.out / "rewards.png", title=f"{cfg.model} {cfg.algo} ({cfg.method})")
+    state.update(status="done", final_step=done, resumed_from=start, wall_s=round(time.perf_counter() - wall, 1),
+                 checkpoint=str(cfg.out / "checkpoints" / "actor" / str(done)), **summarize(rows))
+    _write_state(cfg.out, state)
+    return state
+
+
+def summarize(rows: list[dict]) -> dict:
+    """First/last rewards, last held-out metrics, and the median step-time split (steps after the first, which
+    compile)."""
+    train = [r for r in rows if r["mode"] == "train"]
+    evals = [r for r in rows if r["mode"] == "eval"]
+    steady = [r for r in train if r["step"] > 1] or train
+    split = {}
+    for phase in ("rollout", "ref_logps", "reward", "update", "step"):
+        values = [r[f"time/{phase}_s"] for r in steady if f"time/{phase}_s" in r]
+        if values:
+            split[phase] = round(float(np.median(values)), 3)
+    keys = ("reward", *(f"reward/{c}" for c in COMPONENTS), "actor/kl")
+    return {
+        "first": {k: train[0].get(k) for k in keys} if train else None,
+        "last": {k: train[-1].get(k) for k in keys} if train else None,
+        "first_eval": {k: evals[0].get(k) for k in ("step", "accuracy", "format_rate", "tokens_mean")}
+        if evals else None,
+        "last_eval": {k: evals[-1].get(k) for k in ("step", "accuracy", "format_rate", "tokens_mean")}
+        if evals else None,
+        "step_time_s": split,
+    }
