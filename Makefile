@@ -29,7 +29,11 @@ test-fast: setup
 demo: setup
 	$(COTGEN) models prepare gemma-3-270m
 	$(COTGEN) models check gemma-3-270m
-	$(COTGEN) problems gsm8k --split test --limit 200 --out runs/demo/problems.parquet
+	$(COTGEN) generate --teacher gemma-3-270m --source gsm8k --split train --n 4 --limit 16 --max-tokens 256 \
+		--temperature 0.8 --out runs/demo/traces
+	$(COTGEN) filter --traces runs/demo/traces --out runs/demo/data
+	$(COTGEN) eval --model gemma-3-270m --backend vllm --source gsm8k --split test --limit 50 --max-tokens 256 \
+		--out runs/demo/eval
 
 clean:
 	rm -rf $(VENV) runs
