@@ -16,7 +16,8 @@ from cotgen.train.rl_config import RESUMABLE, RLConfig, identity
 
 def test_defaults_depend_on_algo_and_method():
     cfg = RLConfig()
-    assert (cfg.beta, cfg.epsilon_high, cfg.lora_alpha, cfg.lr, cfg.length_buffer) == (0.04, 0.2, 32.0, 1e-5, 64)
+    got = (cfg.beta, cfg.epsilon_high, cfg.lora_alpha, cfg.lr, cfg.length_buffer, cfg.kl_estimator)
+    assert got == (0.04, 0.2, 32.0, 1e-5, 64, "low_var_kl")
     dapo = RLConfig(algo="dapo", lora_rank=0)
     assert (dapo.beta, dapo.epsilon_high, dapo.lr, dapo.method) == (None, 0.28, 1e-6, "full")
 
@@ -32,6 +33,7 @@ def test_defaults_depend_on_algo_and_method():
     (dict(pass_rate_min=0.5, pass_rate_max=0.5), "pass-rate"),
     (dict(format_weight=1.0), "wrong answer outscore a correct one"),
     (dict(mesh="dp=2"), "--mesh"),
+    (dict(mesh="fsdp=4", batch_size=1, num_generations=2), "multiple of the mesh"),
     (dict(steps=0), "steps"),
 ])
 def test_bad_values_are_clear_errors(kw, match):

@@ -17,7 +17,8 @@ def problems(n: int) -> pl.DataFrame:
 
 
 def rates(path, values: dict) -> None:
-    pl.DataFrame({"problem_id": list(values), "pass_rate": list(values.values()), "n_samples": [8] * len(values)},
+    pl.DataFrame({"problem_id": list(values), "pass_rate": list(values.values()),
+                  "n_samples": [8] * len(values)},
                  schema={"problem_id": pl.String, "pass_rate": pl.Float64, "n_samples": pl.Int64}
                  ).write_parquet(path)
 
@@ -28,7 +29,8 @@ def test_curriculum_drops_always_and_never_solved_keeps_unrated(tmp_path):
     kept, stats = rl_data.curriculum(problems(7), rl_data.read_pass_rates(path))
     assert kept["id"].to_list() == ["p2", "p4", "p5", "p6"]
     assert stats == {"unrated": 1, "dropped_bad_gold": 1, "dropped_too_hard": 1, "dropped_too_easy": 1}
-    kept, _ = rl_data.curriculum(problems(7), rl_data.read_pass_rates(path), lo=0.2, hi=0.9, order="easy_first")
+    kept, _ = rl_data.curriculum(problems(7), rl_data.read_pass_rates(path), lo=0.2, hi=0.9,
+                                 order="easy_first")
     assert kept["id"].to_list() == ["p5", "p2", "p6"]  # highest pass rate first, unrated last
 
 
@@ -88,7 +90,8 @@ def test_load_holds_out_and_filters(tmp_path, data_dir):
     dropped = set(ids[:2]) - set(data.held_out["id"])  # the always- and never-solved ones left for training
     assert data.stats["train"] == data.train.height == 25 - len(dropped)
     assert not set(ids[:2]) & set(data.train["id"])
-    test_cfg = RLConfig(source="gsm8k", split="train", limit=30, eval_size=4, eval_split="test", data_dir=data_dir)
+    test_cfg = RLConfig(source="gsm8k", split="train", limit=30, eval_size=4, eval_split="test",
+                        data_dir=data_dir)
     data = rl_data.load(test_cfg)
     assert data.train.height == 30 and data.held_out.height == 4
 

@@ -1,5 +1,5 @@
-"""RL rewards: each component, the weighted functions as Tunix calls them, and the dominance of correctness over
-every reward weighting the config accepts."""
+"""RL rewards: each component, the weighted functions as Tunix calls them, and the dominance of correctness
+over every reward weighting the config accepts."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def test_functions_weight_each_component_and_take_tunix_keyword_arguments():
     r.set_lengths([3, 8])  # the sampled counts, handed over by the trainer
     got = [f(**kw) for f in fns]
     assert got == [[2.0, 0.0], [0.5, 0.0], [0.0, -0.25]]
-    assert {k: list(v) for k, v in r.last.items()} == {"correctness": [1, 0], "format": [1, 0], "length": [0, -1]}
+    raw = {k: list(v) for k, v in r.last.items()}
+    assert raw == {"correctness": [1, 0], "format": [1, 0], "length": [0, -1]}
     assert list(r.tokens(completions)) == [len(GOOD.split()), 20]  # no counts set: re-tokenized
 
 
@@ -69,7 +70,8 @@ def _allowed(wc: float, wf: float, wl: float) -> bool:
 
 
 def test_correctness_dominates_for_every_weighting_the_config_allows():
-    """Worst correct completion (unformatted, cut at the length limit) vs best wrong one (formatted, short)."""
+    """Worst correct completions (unformatted, cut at the length limit) vs best wrong ones (formatted,
+    short)."""
     max_tokens, buffer = 16, 4
     correct = [GOOD, GOOD + " trailing text breaks the format", "<answer>42</answer>",
                "<reasoning>42</reasoning><answer>42</answer> and more text after it"]

@@ -284,7 +284,7 @@ def test_lora_trains_only_the_adapters_and_evaluates(lora_run):
     assert trained.keys() == base.keys()
     for key in base:
         np.testing.assert_array_equal(trained[key], base[key])
-    lora_b = [np.asarray(v.value) for path, v in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))
+    lora_b = [np.asarray(v[...]) for path, v in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))
               if str(path[-1]).endswith("_lora_b")]
     assert len(lora_b) == 2 * 6 and all(np.abs(b).max() > 0 for b in lora_b)  # B starts at zero
     rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
@@ -308,7 +308,7 @@ def test_qlora_through_the_cli(datasets, tmp_path):
     state = json.loads((out / "run.json").read_text())
     assert np.isfinite(state["last_loss"]) and state["last_loss"] != state["first_loss"]
     model = model_from_run(out)[0]
-    dtypes = {str(v.value.dtype) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    dtypes = {str(v[...].dtype) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     assert "uint4" in dtypes  # the frozen base is stored in 4 bits
 
 

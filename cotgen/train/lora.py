@@ -45,11 +45,11 @@ def apply(model, *, rank: int, alpha: float, modules: str, qlora: bool = False, 
 
 
 def qlora_tile(config, tile_size: int) -> int:
-    """The nf4 block size: `tile_size`, shrunk to divide every contracting width (embed, head and MLP dims)."""
-    dims = [getattr(config, name) for name in ("embed_dim", "head_dim", "hidden_dim") if hasattr(config, name)]
+    """The nf4 block size: `tile_size`, shrunk to divide every contracting width (embed, head, MLP)."""
+    dims = [getattr(config, n) for n in ("embed_dim", "head_dim", "hidden_dim") if hasattr(config, n)]
     tile = math.gcd(tile_size, *dims)
     if tile != tile_size:
-        log.info("QLoRA block size %d does not divide the model's widths %s: using %d", tile_size, dims, tile)
+        log.info("QLoRA block size %d does not divide the model widths %s: using %d", tile_size, dims, tile)
     return tile
 
 
@@ -60,7 +60,8 @@ def flat_params(model) -> dict[str, np.ndarray]:
     out = {}
     base = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
     for path, value in nnx.to_flat_state(nnx.state(model, base)):
-        out[".".join(str(p) for p in path)] = np.asarray(value.value if hasattr(value, "value") else value)
+        array = value[...] if isinstance(value, nnx.Variable) else value
+        out[".".join(str(p) for p in path)] = np.asarray(array)
     return out
 
 
@@ -73,10 +74,10 @@ def lora_deltas(model, alpha: float, rank: int) -> dict[str, np.ndarray]:
         if not isinstance(module, nnx.Module):
             continue
         for name in [n[:-len("_lora_a")] for n in vars(module) if n.endswith("_lora_a")]:
-            a = np.asarray(getattr(module, f"{name}_lora_a").value, dtype=np.float32)
-            b = np.asarray(getattr(module, f"{name}_lora_b").value, dtype=np.float32)
+            a = np.asarray(getattr(module, f"{name}_lora_a")[...], dtype=np.float32)
+            b = np.asarray(getattr(module, f"{name}_lora_b")[...], dtype=np.float32)
             weight = getattr(module, name)
-            shape = tuple(weight.value.shape) if hasattr(weight, "value") else None
+            shape = tuple(weight[...].shape) if isinstance(weight, nnx.Variable) else None
             lora_str = getattr(module, f"{name}_lora_einsum_str", None)
             if lora_str is not None:  # Einsum: "lhs,A,B->out"; the weight's own einsum gives its layout
                 _, a_str, b_str = lora_str.split("->")[0].split(",")

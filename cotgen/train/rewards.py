@@ -1,20 +1,21 @@
 """Verifiable rewards for `cotgen rl`: three components, each a pure function of the completions, and the
 weighted functions handed to Tunix (`fn(prompts, completions, **kw) -> list[float]`, summed by Tunix).
 
-- correctness in {0, 1}: the filter stage's extractor and verifier (`Verifier.score_completions`: one code path
-  with `cotgen filter` and `cotgen eval`). strict=True reads the answer from `<answer>...</answer>` only, the
-  format the student prompt asks for; a gold the verifier cannot parse ("bad_gold") is never rewarded.
-- format in {0, 1}: the whole completion matches `STUDENT_FORMAT_RE` (one non-empty reasoning block, one non-empty
-  answer block, nothing else).
+- correctness in {0, 1}: the filter stage's extractor and verifier (`Verifier.score_completions`: one code
+  path with `cotgen filter` and `cotgen eval`). strict=True reads the answer from `<answer>...</answer>` only,
+  the format the student prompt asks for; a gold the verifier cannot parse ("bad_gold") is never rewarded.
+- format in {0, 1}: the whole completion matches `STUDENT_FORMAT_RE` (one non-empty reasoning block, one
+  non-empty answer block, nothing else).
 - length in [-1, 0]: DAPO's soft over-long penalty (Yu et al. 2025, eq. 13) on the completion's token count L:
   0 up to `max_tokens - buffer`, then falling linearly to -1 at `max_tokens` (a completion cut at the limit).
-  Unlike Tunix's DAPO shaping (characters, unbounded below), it is counted in tokens and bounded, which is what
-  keeps correctness dominant. Tunix hands reward functions text only: the trainer passes the sampled counts in
-  with `set_lengths` before each call; without them L is the re-tokenized text (which can differ from the
-  sampled count where decoding is not a bijection, e.g. byte-fallback garbage).
+  Unlike Tunix's DAPO shaping (characters, unbounded below), it is counted in tokens and bounded, which is
+  what keeps correctness dominant. Tunix hands reward functions text only: the trainer passes the sampled
+  counts in with `set_lengths` before each call; without them L is the re-tokenized text (which can differ
+  from the sampled count where decoding is not a bijection, e.g. byte-fallback garbage).
 
-Total = wc * correctness + wf * format + wl * length. A correct completion earns >= wc - wl, a wrong one <= wf;
-`rl_config.check_weights` requires wc > wf + wl, so a well-formatted wrong answer never outscores a correct one.
+Total = wc * correctness + wf * format + wl * length. A correct completion earns >= wc - wl, a wrong one <=
+wf; `rl_config.check_weights` requires wc > wf + wl, so a well-formatted wrong answer never outscores a
+correct one.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class Rewards:
         self._lengths = np.asarray(counts, dtype=np.int64)
 
     def tokens(self, completions: Sequence[str]) -> np.ndarray:
-        """Token counts: the sampled ones when set for exactly these completions, else the re-tokenized text."""
+        """Token counts: the sampled ones when set for exactly these completions, else of the re-tokenized
+        text."""
         counts, self._lengths = self._lengths, None
         if counts is not None and len(counts) == len(completions):
             return counts

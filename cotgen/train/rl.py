@@ -5,26 +5,27 @@ The checklist, in order:
    problems and their gold answers, the held-out slice and the pass-rate curriculum (`rl_data.py`), the output
    folder (`--resume` needs the same config and the same problems).
 2. Devices: a ("fsdp", "tp") mesh with Auto axes (pitfall 1), shared by actor, reference and rollout.
-3. The policy: a model spec, a `cotgen export` folder, or a `cotgen train` run folder (its LoRA merged into the
-   base). Its tokenizer must carry the stop ids (eos 1, end_of_turn 106) the sampler stops on (pitfall 11).
-   Prompts are `student_prompt(question)` (a Gemma turn; plain text for base models); too-long ones are dropped.
+3. The policy: a model spec, a `cotgen export` folder, or a `cotgen train` run folder (its LoRA merged into
+   the base). Its tokenizer must carry the stop ids (eos 1, end_of_turn 106) the sampler stops on (pitfall
+   11). Prompts are `student_prompt(question)` (a Gemma turn; plain text for base models); too-long ones are
+   dropped.
 4. LoRA (default): qwix adapters on the policy; the frozen base is the reference model (no second copy). Full
    weights: the reference is a second load of the same weights.
 5. Tunix: `RLCluster` (rollout engine "vanilla" = Tunix's sampler, or "vllm" on TPU) and the learner for
    `--algo`: GRPO (`GRPOLearner`), GSPO (the same learner with `loss_algo="gspo-token"`), Dr.GRPO
    (`DrGRPOLearner`: no std normalisation, token-sum loss) or DAPO (`DAPOLearner`: clip-higher, no KL; Tunix's
-   character-count over-long shaping is off, cotgen's bounded token penalty replaces it). One policy update per
-   batch (num_iterations 1), so the ratio is 1 at the update and clipping is inert. KL: Schulman's k3 estimator
-   by default (as DeepSeekMath's GRPO), not Tunix's default k1.
+   character-count over-long shaping is off, cotgen's bounded token penalty replaces it). One policy update
+   per batch (num_iterations 1), so the ratio is 1 at the update and clipping is inert. KL: Schulman's k3
+   estimator by default (as DeepSeekMath's GRPO), not Tunix's default k1.
 6. Rewards (`rewards.py`): correctness through the filter's verifier, strict format, over-long penalty.
-7. Each step (the learner's `_generate_and_compute_advantage`, extended by `_Hooks`): evaluate the held-out slice
-   when due (greedy, accuracy through the same verifier, format rate, mean length), set a fresh sampling seed
-   (hash of seed and step: Tunix reuses one key otherwise, pitfall 9), then sample, score and update.
+7. Each step (the learner's `_generate_and_compute_advantage`, extended by `_Hooks`): evaluate the held-out
+   slice when due (greedy, accuracy through the same verifier, format rate, mean length), set a fresh sampling
+   seed (hash of seed and step: Tunix reuses one key otherwise, pitfall 9), then sample, score and update.
    Wall-clock timers around the cluster's `generate`, `get_ref_per_token_logps` and `update_actor` split the
    step into rollout, reference log-probs, rewards and update.
-8. Orbax checkpoints (Tunix's, under OUT/checkpoints/actor; LoRA runs keep only the adapters) every `save_every`
-   steps and at the end; on restart Tunix restores the latest and skips the batches already trained.
-   OUT/metrics.jsonl (one row per (mode, step)), OUT/rewards.png, OUT/run.json, OUT/config.toml.
+8. Orbax checkpoints (Tunix's, under OUT/checkpoints/actor; LoRA runs keep only the adapters) every
+   `save_every` steps and at the end; on restart Tunix restores the latest and skips the batches already
+   trained. OUT/metrics.jsonl (one row per (mode, step)), OUT/rewards.png, OUT/run.json, OUT/config.toml.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from cotgen.train.rewards import COMPONENTS, Rewards, Weights
 from cotgen.train.rl_config import RLConfig, identity
 
 log = logging.getLogger("cotgen.rl")
-TRAIN_RUN_FILE = "config.toml"
 EXPORT_MANIFEST = "cotgen-model.json"  # = cotgen.train.export.MANIFEST (not imported: export pulls numpy/io)
 
 
@@ -86,20 +86,21 @@ def check_out(cfg: RLConfig, fingerprint: str) -> bool:
             raise CotgenError(f"--out {out} is not empty and holds no cotgen rl run; choose another folder")
         return False
     if _command_of(out) != "rl":
-        raise CotgenError(f"--out {out} holds a `cotgen {_command_of(out)}` run, not an rl run; choose another folder")
+        raise CotgenError(f"--out {out} holds a `cotgen {_command_of(out)}` run, not an rl run; "
+                          "choose another folder")
     if not cfg.resume:
-        raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose another "
-                          "folder")
+        raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose "
+                          "another folder")
     old, new = identity(read_run_config(out)), identity(cfg)
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-        raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options or "
-                          "another --out")
+        raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options "
+                          "or another --out")
     state = _read_state(out)
     if state.get("data_fingerprint") not in (None, fingerprint):
-        raise CotgenError(f"--resume: the problems differ from those {out} was trained on; use the same source "
-                          "and data or another --out")
+        raise CotgenError(f"--resume: the problems differ from those {out} was trained on; use the same "
+                          "source and data or another --out")
     return True
 
 
@@ -170,7 +171,7 @@ def _from_train_run(folder: Path, mesh):
     state = nnx.state(loaded.model, nnx.Param)
     flat = nnx.to_flat_state(state)
     for path, var in flat:
-        var.value = jnp.asarray(params[".".join(str(p) for p in path)], dtype=var.value.dtype)
+        var[...] = jnp.asarray(params[".".join(str(p) for p in path)], dtype=var[...].dtype)
     nnx.update(loaded.model, nnx.from_flat_state(flat))
     return loaded
 
@@ -181,8 +182,8 @@ def check_tokenizer(tokenizer, style: str, where: str) -> tuple[int, ...]:
 
     stops = tuple(int(i) for i in tokenizer.stop_ids)
     if style == "chat" and tokenizer.piece_to_id(END_OF_TURN) is None:
-        raise CotgenError(f"{where}: the tokenizer has no {END_OF_TURN} piece, which chat prompts end turns with; "
-                          "use a Gemma 3 tokenizer or --prompt-style plain")
+        raise CotgenError(f"{where}: the tokenizer has no {END_OF_TURN} piece, which chat prompts end turns "
+                          "with; use a Gemma 3 tokenizer or --prompt-style plain")
     return stops
 
 
@@ -214,11 +215,13 @@ def optimizer(cfg: RLConfig):
 
 # ---------------------------------------------------------------------------------------------------- metrics
 class Metrics:
-    """metrics.jsonl: one row per (mode, step). Train rows join cotgen's rollout-side values (rewards, lengths,
-    timings) with Tunix's actor metrics (loss, kl, entropy, ...), which Tunix logs one step late; a row is
-    written once both halves are in. Also the MetricsLogger backend receiving Tunix's events (`log_scalar`)."""
+    """metrics.jsonl: one row per (mode, step). Train rows join cotgen's rollout-side values (rewards,
+    lengths, timings) with Tunix's actor metrics (loss, kl, entropy, ...), which Tunix logs one step late; a
+    row is written once both halves are in. Also the MetricsLogger backend receiving Tunix's events
+    (`log_scalar`)."""
 
-    KEEP = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl", "advantage/abs_mean")
+    KEEP = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl",
+            "advantage/abs_mean")
 
     def __init__(self, path: Path, tensorboard: Path | None = None):
         self.path = Path(path)
@@ -340,7 +343,8 @@ class _Hooks:
         try:
             return super()._compute_rewards(*args, **kwargs)
         finally:
-            self.monitor.times["reward"] = self.monitor.times.get("reward", 0.0) + time.perf_counter() - started
+            times = self.monitor.times
+            times["reward"] = times.get("reward", 0.0) + time.perf_counter() - started
 
 
 class Monitor:
@@ -422,13 +426,12 @@ class Monitor:
         self.metrics.flush(upto=self.step - 1)  # Tunix has logged the previous step's actor metrics by now
         row = self.metrics.rows.get(self.step, {})
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps or self.step == 1:
+            shown = [row.get(k, float("nan")) for k in ("reward", "reward/correctness", "reward/format",
+                                                        "reward/length", "completions/tokens_mean")]
+            phases = [self.times.get(k, 0.0) for k in ("rollout", "ref_logps", "reward", "update")]
             log.info("step %d/%d  reward %.3f (correct %.2f, format %.2f, length %.3f)  %.1f tokens  "
                      "%.1f s (rollout %.1f, ref %.1f, reward %.1f, update %.1f)", self.step, self.cfg.steps,
-                     row.get("reward", float("nan")), row.get("reward/correctness", float("nan")),
-                     row.get("reward/format", float("nan")), row.get("reward/length", float("nan")),
-                     row.get("completions/tokens_mean", float("nan")), step_s, *(self.times.get(k, 0.0) for k in
-                                                                                 ("rollout", "ref_logps", "reward",
-                                                                                  "update")))
+                     *shown, step_s, *phases)
         for fn in self.callbacks:
             fn(self, self.step)
 
@@ -465,8 +468,8 @@ def make_learner(cfg: RLConfig, cluster, reward_fns):
     common = dict(num_generations=cfg.num_generations, num_iterations=1, epsilon=cfg.epsilon,
                   kl_loss_mode=cfg.kl_estimator)
     if cfg.algo in ("grpo", "gspo"):
-        algo = grpo_learner.GRPOConfig(beta=cfg.beta, loss_algo="gspo-token" if cfg.algo == "gspo" else "grpo",
-                                       **common)
+        loss_algo = "gspo-token" if cfg.algo == "gspo" else "grpo"
+        algo = grpo_learner.GRPOConfig(beta=cfg.beta, loss_algo=loss_algo, **common)
         algo.epsilon_high = cfg.epsilon_high  # read by Tunix's loss when present
         base = grpo_learner.GRPOLearner
     elif cfg.algo == "drgrpo":
@@ -474,8 +477,8 @@ def make_learner(cfg: RLConfig, cluster, reward_fns):
         algo.epsilon_high = cfg.epsilon_high
         base = drgrpo_learner.DrGRPOLearner
     else:
-        algo = dapo_learner.DAPOConfig(epsilon_high=cfg.epsilon_high, overlong_buffer=None, dynamic_sampling=False,
-                                       **common)
+        algo = dapo_learner.DAPOConfig(epsilon_high=cfg.epsilon_high, overlong_buffer=None,
+                                       dynamic_sampling=False, **common)
         base = dapo_learner.DAPOLearner
     learner_cls = type(f"Cotgen{base.__name__}", (_Hooks, base), {})
     return learner_cls(rl_cluster=cluster, algo_config=algo, reward_fns=reward_fns)
@@ -493,16 +496,18 @@ def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | No
         common.update(rollout_vllm_model_version=str(model_path), rollout_vllm_init_with_random_weights=False)
     train = RolloutConfig(max_tokens_to_generate=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                           top_k=cfg.top_k, seed=step_seed(cfg.seed, 1), **common)
-    greedy = RolloutConfig(max_tokens_to_generate=eval_tokens, temperature=1.0, top_p=None, top_k=None, **common)
+    greedy = RolloutConfig(max_tokens_to_generate=eval_tokens, temperature=1.0, top_p=None, top_k=None,
+                           **common)
     return {Mode.TRAIN: train, Mode.EVAL: greedy}
 
 
 # ---------------------------------------------------------------------------------------------------- run
 def run(cfg: RLConfig, *, callbacks=()) -> dict:
-    """Train; return the run summary (also written to OUT/run.json). `callbacks`: `fn(monitor, step)` after each
-    update (tests use one to stop a run midway)."""
+    """Train; return the run summary (also written to OUT/run.json). `callbacks`: `fn(monitor, step)` after
+    each update (tests use them to watch the weights)."""
     wall = time.perf_counter()
     style = prompt_style(cfg)
+    cfg = dataclasses.replace(cfg, prompt_style=style)  # config.toml says which prompt ran
     data = rl_data.load(cfg)
     fp = fingerprint(data)
     resuming = check_out(cfg, fp)
@@ -518,8 +523,8 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     from cotgen.train.sft import make_mesh
 
     if cfg.rollout == "vllm" and jax.default_backend() != "tpu":
-        raise CotgenError(f"--rollout vllm runs through tpu-inference on TPU; this is a {jax.default_backend()} "
-                          "machine: use --rollout vanilla")
+        raise CotgenError(f"--rollout vllm runs through tpu-inference on TPU; this is a "
+                          f"{jax.default_backend()} machine: use --rollout vanilla")
     mesh = make_mesh(cfg.mesh or "fsdp=1,tp=1")
     loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
     tokenizer = loaded.tokenizer
@@ -606,10 +611,35 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
 
     rows = metrics.read(metrics.path)
     plot_rewards(rows, cfg.out / "rewards.png", title=f"{cfg.model} {cfg.algo} ({cfg.method})")
-    state.update(status="done", final_step=done, resumed_from=start, wall_s=round(time.perf_counter() - wall, 1),
+    state.update(status="done", final_step=done, resumed_from=start,
+                 wall_s=round(time.perf_counter() - wall, 1),
                  checkpoint=str(cfg.out / "checkpoints" / "actor" / str(done)), **summarize(rows))
     _write_state(cfg.out, state)
     return state
+
+
+def model_from_run(run_dir: Path, step: int | None = None, *, mesh=None):
+    """(model, LoadedModel of the base, RLConfig, step) restored from an rl run's checkpoint (latest by default),
+    shaped like `cotgen.train.sft.model_from_run`, so export can merge and write it the same way."""
+    from tunix.sft import checkpoint_manager
+
+    cfg = read_run_config(run_dir)
+    root = (Path(run_dir) / "checkpoints" / "actor").resolve()
+    if not root.is_dir():
+        raise CotgenError(f"{run_dir} has no checkpoints/actor/ folder")
+    loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
+    model = build_actor(cfg, loaded, mesh)[0] if cfg.lora else loaded.model
+    manager = checkpoint_manager.CheckpointManager(str(root))
+    try:
+        steps = sorted(manager._checkpoint_manager.all_steps() or [])
+        if step is not None and step not in steps:
+            raise CotgenError(f"{root} has no checkpoint for step {step}; steps: {steps}")
+        restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=cfg.lora)
+    finally:
+        manager.close()
+    if restored == 0:
+        raise CotgenError(f"{root} holds no checkpoint yet")
+    return model, loaded, cfg, restored
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -14,15 +14,16 @@ def _opt(*names, **kw):
 
 
 @click.command("rl")
-@_opt("--model", help="Policy: gemma-3-270m, tiny, a HF folder, a `cotgen export` folder or a `cotgen train` run "
-      "folder (its latest checkpoint, LoRA merged).  [default: gemma-3-270m]")
-@_opt("--source", help="Problems with gold answers: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
+@_opt("--model", help="Policy: gemma-3-270m, tiny, a HF folder, a `cotgen export` folder or a `cotgen train` "
+      "run folder (its latest checkpoint, LoRA merged).  [default: gemma-3-270m]")
+@_opt("--source", help="Problems with gold answers: gsm8k, math, math500, rg:TASK or a file.  "
+      "[default: gsm8k]")
 @_opt("--split", help="[default: train]")
 @_opt("--limit", type=int, help="First N problems of the source (the size of a generated rg: set).")
 @_opt("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Run folder: checkpoints/, metrics.jsonl, rewards.png, run.json, config.toml.  [default: runs/rl]")
-@_opt("--algo", type=click.Choice(ALGOS), help="grpo, gspo (sequence-level ratios), drgrpo, dapo (clip-higher, "
-      "no KL).  [default: grpo]")
+@_opt("--algo", type=click.Choice(ALGOS), help="grpo, gspo (sequence-level ratios), drgrpo, dapo "
+      "(clip-higher, no KL).  [default: grpo]")
 @_opt("--num-generations", "-G", type=int, help="Completions per problem (>= 2).  [default: 4]")
 @_opt("--beta", type=float, help="KL weight (not with dapo).  [default: 0.04]")
 @_opt("--kl-estimator", type=click.Choice(KL_ESTIMATORS),
@@ -41,17 +42,19 @@ def _opt(*names, **kw):
 @_opt("--temperature", type=float, help="[default: 0.9]")
 @_opt("--top-p", type=float, help="[default: 1.0]")
 @_opt("--prompt-style", type=click.Choice(PROMPT_STYLES),
-      help="chat: the student prompt in a Gemma turn; plain: the same text without the turn.  [default: plain "
-      "for base models, chat for trained students]")
+      help="chat: the student prompt in a Gemma turn; plain: the same text without the turn.  "
+      "[default: plain for base models, chat for trained students]")
 @_opt("--rollout", type=click.Choice(ROLLOUTS), help="vanilla: Tunix's sampler; vllm: TPU only.  "
       "[default: vanilla]")
 @_opt("--correctness-weight", type=float, help="[default: 1.0]")
 @_opt("--format-weight", type=float, help="Must stay below correctness - length.  [default: 0.2]")
 @_opt("--length-weight", type=float, help="Over-long penalty weight.  [default: 0.1]")
 @_opt("--strict-answer/--any-answer", "strict_answer",
-      help="Read the answer only from <answer>...</answer>, or with the whole extraction ladder.  [default: strict]")
+      help="Read the answer only from <answer>...</answer>, or with the whole extraction ladder.  "
+      "[default: strict]")
 @_opt("--pass-rates", type=click.Path(dir_okay=False, path_type=Path),
-      help="pass_rates.parquet (problem_id, pass_rate) from `cotgen filter`: drop always/never-solved problems.")
+      help="pass_rates.parquet (problem_id, pass_rate) from `cotgen filter`: drop always- and "
+      "never-solved problems.")
 @_opt("--pass-rate-min", type=float, help="Keep rate > this.  [default: 0.0]")
 @_opt("--pass-rate-max", type=float, help="Keep rate < this.  [default: 1.0]")
 @_opt("--order", type=click.Choice(ORDERS), help="shuffle, or easy_first by pass rate.  [default: shuffle]")

@@ -1,10 +1,11 @@
-"""`cotgen rl` configuration: one frozen dataclass, checked on construction (before any data or model is read).
+"""`cotgen rl` configuration: one frozen dataclass, checked on construction (before any data or model is
+read).
 
 Light module (stdlib and light cotgen modules only): the CLI imports it before any heavy library.
 
-Reward weights are checked here so that correctness dominates whatever the weights: with correctness in {0, 1},
-format in {0, 1} and the length penalty in [-1, 0], a correct completion earns at least `wc - wl` and a wrong one
-at most `wf`, so every allowed config has `wc > wf + wl` (all weights >= 0).
+Reward weights are checked here so that correctness dominates whatever the weights: with correctness and
+format in {0, 1} and the length penalty in [-1, 0], a correct completion earns at least `wc - wl` and a wrong
+one at most `wf`, so every allowed config has `wc > wf + wl` (all weights >= 0).
 """
 
 from __future__ import annotations
@@ -20,26 +21,28 @@ ROLLOUTS = ("vanilla", "vllm")
 PROMPT_STYLES = ("chat", "plain")
 ORDERS = ("shuffle", "easy_first")
 # Tunix's per-token KL estimators: low_var_kl is Schulman's k3, (r - 1) - log r with r = ref/policy, the one
-# DeepSeekMath's GRPO uses (zero gradient where the policies agree); Tunix defaults to "kl", k1 = log(policy/ref),
-# whose per-sample gradient is not zero even at the reference.
+# DeepSeekMath's GRPO uses (zero gradient where the policies agree); Tunix defaults to "kl", k1 =
+# log(policy/ref), whose per-sample gradient is not zero even at the reference.
 KL_ESTIMATORS = ("low_var_kl", "kl", "mse_kl")
 
-# Fields that may change between a run and its --resume: they change neither the batches nor the updates of the
-# steps already taken (the learning rate is constant after warm-up, so --steps may grow).
-RESUMABLE = ("resume", "out", "data_dir", "steps", "eval_every", "save_every", "keep_checkpoints", "log_every",
-             "tensorboard")
+# Fields that may change between a run and its --resume: they change neither the batches nor the updates of
+# the steps already taken (the learning rate is constant after warm-up, so --steps may grow).
+RESUMABLE = ("resume", "out", "data_dir", "steps", "eval_every", "save_every", "keep_checkpoints",
+             "log_every", "tensorboard")
 
 
 def check_weights(correctness: float, fmt: float, length: float) -> None:
-    """Raise unless a correct completion always outscores a wrong one: all >= 0 and correctness > format + length."""
+    """Raise unless a correct completion always outscores a wrong one: all >= 0 and correctness > format +
+    length."""
     for name, w in (("correctness", correctness), ("format", fmt), ("length", length)):
         if not w >= 0:  # also catches NaN
             raise CotgenError(f"--{name}-weight must be >= 0, got {w}")
     if not correctness > fmt + length:
         raise CotgenError(
-            f"reward weights let a wrong answer outscore a correct one: correctness ({correctness}) must exceed "
-            f"format + length ({fmt} + {length} = {fmt + length}); a well-formatted wrong answer earns up to the "
-            "format weight and a correct but over-long, unformatted one as little as correctness - length")
+            f"reward weights let a wrong answer outscore a correct one: correctness ({correctness}) must "
+            f"exceed format + length ({fmt} + {length} = {fmt + length}); a well-formatted wrong answer "
+            "earns up to the format weight and a correct but over-long, unformatted one as little as "
+            "correctness - length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +85,7 @@ class RLConfig:
     format_weight: float = 0.2
     length_weight: float = 0.1
     length_buffer: int | None = None  # the penalty ramps over the last N tokens before max_tokens; None: 1/4
-    strict_answer: bool = True  # correctness reads only <answer>...</answer>; False: the whole extraction ladder
+    strict_answer: bool = True  # correctness reads <answer>...</answer> only; False: the extraction ladder
     # curriculum from pass rates (`cotgen filter`'s pass_rates.parquet: problem_id, pass_rate)
     pass_rates: Path | None = None
     pass_rate_min: float = 0.0  # keep problems with pass_rate_min < rate < pass_rate_max (unrated ones too)
@@ -111,9 +114,11 @@ class RLConfig:
         if self.rollout not in ROLLOUTS:
             raise CotgenError(f"unknown --rollout {self.rollout!r}; known: {', '.join(ROLLOUTS)}")
         if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
-            raise CotgenError(f"unknown --prompt-style {self.prompt_style!r}; known: {', '.join(PROMPT_STYLES)}")
+            raise CotgenError(f"unknown --prompt-style {self.prompt_style!r}; "
+                              f"known: {', '.join(PROMPT_STYLES)}")
         if self.kl_estimator not in KL_ESTIMATORS:
-            raise CotgenError(f"unknown --kl-estimator {self.kl_estimator!r}; known: {', '.join(KL_ESTIMATORS)}")
+            raise CotgenError(f"unknown --kl-estimator {self.kl_estimator!r}; "
+                              f"known: {', '.join(KL_ESTIMATORS)}")
         if self.order not in ORDERS:
             raise CotgenError(f"unknown --order {self.order!r}; known: {', '.join(ORDERS)}")
         if self.dtype not in DTYPES:
@@ -139,7 +144,8 @@ class RLConfig:
         if self.epsilon_high is None:
             object.__setattr__(self, "epsilon_high", 0.28 if self.algo == "dapo" else self.epsilon)
         if not 0 < self.epsilon <= self.epsilon_high:
-            raise CotgenError(f"need 0 < --epsilon <= --epsilon-high, got {self.epsilon} and {self.epsilon_high}")
+            raise CotgenError(f"need 0 < --epsilon <= --epsilon-high, got {self.epsilon} and "
+                              f"{self.epsilon_high}")
         if self.lora_alpha is None and self.lora_rank:
             object.__setattr__(self, "lora_alpha", 2.0 * self.lora_rank)
         if self.lr is None:
@@ -147,7 +153,8 @@ class RLConfig:
         if not (self.lr > 0 and self.max_grad_norm > 0 and self.weight_decay >= 0):
             raise CotgenError("--lr and --max-grad-norm must be > 0 and --weight-decay >= 0")
         if not self.temperature > 0:
-            raise CotgenError(f"--temperature must be > 0 (GRPO needs different completions), got {self.temperature}")
+            raise CotgenError(f"--temperature must be > 0 (GRPO needs different completions), "
+                              f"got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise CotgenError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.length_buffer is None:
@@ -160,7 +167,11 @@ class RLConfig:
             raise CotgenError(f"need 0 <= --pass-rate-min < --pass-rate-max <= 1, got {self.pass_rate_min} "
                               f"and {self.pass_rate_max}")
         if self.mesh is not None:
-            parse_mesh(self.mesh)
+            fsdp = parse_mesh(self.mesh)["fsdp"]
+            if (self.batch_size * self.num_generations) % fsdp:
+                raise CotgenError(f"--batch-size x --num-generations ({self.batch_size * self.num_generations}) "
+                                  f"must be a multiple of the mesh's fsdp size {fsdp}: completions are split "
+                                  "over it")
 
     @property
     def lora(self) -> bool:

@@ -6,12 +6,12 @@
 - Curriculum (`pass_rates`): a problem whose pass rate is 0 or 1 gives every completion of its group the same
   reward, hence zero advantage and no gradient; keep `lo < rate < hi`. Problems absent from the file are kept
   (unrated); a null rate (the filter could not parse the gold) drops the problem.
-- Order: "shuffle" visits the problems in `permutation(seed, epoch)`; "easy_first" by pass rate, highest first,
-  unrated last, the same every epoch. Batches of `batch_size` problems flow across epoch boundaries, so batch `i`
-  is a function of (problems, seed, i): a resumed run sees the batches an uninterrupted one would.
+- Order: "shuffle" visits the problems in `permutation(seed, epoch)`; "easy_first" by pass rate, highest
+  first, unrated last, the same every epoch. Batches of `batch_size` problems flow across epoch boundaries, so
+  batch `i` is a function of (problems, seed, i): a resumed run sees the batches an uninterrupted one would.
 
-A batch is what Tunix's GRPO learner takes (pitfall 2: numpy arrays, not lists): `prompts`, `answer` (the gold,
-read by the correctness reward) and `problem_id`, each a (batch_size,) string array.
+A batch is what Tunix's GRPO learner takes (pitfall 2: numpy arrays, not lists): `prompts`, `answer` (the
+gold, read by the correctness reward) and `problem_id`, each a (batch_size,) string array.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def read_pass_rates(path: Path) -> pl.DataFrame:
         if name not in df.columns:
             raise InputError(path, f"column is missing; columns: {', '.join(df.columns)}", field=name)
     if df.schema["problem_id"] != pl.String or not df.schema["pass_rate"].is_numeric():
-        raise InputError(path, f"expected problem_id String and pass_rate numeric, got {df.schema['problem_id']} "
-                               f"and {df.schema['pass_rate']}")
+        raise InputError(path, f"expected problem_id String and pass_rate numeric, got "
+                               f"{df.schema['problem_id']} and {df.schema['pass_rate']}")
     df = df.select("problem_id", pl.col("pass_rate").cast(pl.Float64))
     bad = df.filter(pl.col("pass_rate").is_not_null() & ~pl.col("pass_rate").is_between(0, 1)).head(1)
     if bad.height:
@@ -66,7 +66,7 @@ def read_pass_rates(path: Path) -> pl.DataFrame:
 
 def curriculum(problems: pl.DataFrame, rates: pl.DataFrame | None, *, lo: float = 0.0, hi: float = 1.0,
                order: str = "shuffle", source: str = "pass rates") -> tuple[pl.DataFrame, dict]:
-    """Problems kept for training (with a `pass_rate` column, null for unrated) and the counts of what went."""
+    """Problems kept for training (with a `pass_rate` column, null for unrated) and counts of what went."""
     if rates is None:
         return problems.with_columns(pass_rate=pl.lit(None, pl.Float64)), {"unrated": problems.height}
     joined = problems.join(rates.with_columns(rated=pl.lit(True)), left_on="id", right_on="problem_id",
@@ -89,7 +89,7 @@ def curriculum(problems: pl.DataFrame, rates: pl.DataFrame | None, *, lo: float 
 
 
 def split_held_out(problems: pl.DataFrame, size: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, held_out): `size` problems chosen by a seeded hash order of their ids, the rest for training."""
+    """(train, held_out): `size` problems chosen by a seeded hash order of their ids; the rest train."""
     if size == 0:
         return problems, problems.head(0)
     if problems.height <= size:
@@ -119,7 +119,8 @@ def load(cfg) -> RLData:
     train, stats = curriculum(train, rates, lo=cfg.pass_rate_min, hi=cfg.pass_rate_max, order=cfg.order,
                               source=str(cfg.pass_rates))
     if train.height == 0:
-        raise CotgenError(f"no training problems left after the curriculum ({stats}); widen --pass-rate-min/max")
+        raise CotgenError(f"no training problems left after the curriculum ({stats}); "
+                          "widen --pass-rate-min/max")
     stats = {"problems": problems.height, "held_out": held.height, **stats, "train": train.height}
     log.info("problems: %s", ", ".join(f"{k} {v}" for k, v in stats.items()))
     return RLData(train, held, stats)
@@ -131,8 +132,8 @@ def drop_long_prompts(df: pl.DataFrame, prompts: list[str], n_tokens: Callable[[
     keep = [n_tokens(p) <= limit for p in prompts]
     dropped = len(keep) - sum(keep)
     if dropped:
-        log.warning("%s: dropped %d of %d problems whose prompt exceeds --max-prompt-tokens %d", what, dropped,
-                    len(keep), limit)
+        log.warning("%s: dropped %d of %d problems whose prompt exceeds --max-prompt-tokens %d", what,
+                    dropped, len(keep), limit)
     return df.filter(pl.Series(keep, dtype=pl.Boolean)), [p for p, k in zip(prompts, keep) if k], dropped
 
 
@@ -144,7 +145,8 @@ def visit_order(n: int, epoch: int, seed: int, order: str) -> np.ndarray:
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int, order: str) -> np.ndarray:
-    """Problem indices of batch `step` (0-based): positions step*B .. step*B+B-1 of the concatenated epochs."""
+    """Problem indices of batch `step` (0-based): positions step*B .. step*B+B-1 of the epochs laid end to
+    end."""
     start = step * batch_size
     out = []
     epoch, offset = divmod(start, n)
