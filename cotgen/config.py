@@ -52,6 +52,12 @@ def _read_toml(path: Path, names: set[str], section: str | None) -> dict[str, An
     return data
 
 
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'key: old -> new, ...' for every key whose value differs ('' when none): the --resume refusal text."""
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The dataclass as TOML-ready values: paths as strings, None dropped."""
     out = {}

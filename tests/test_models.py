@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cotgen.errors import CotgenError
+from cotgen.io import sha256_file
 from cotgen.models import ModelSource, prepare, resolve
 
 CHECK_TEXT = "What is 12*7? Answer:"
@@ -40,7 +41,7 @@ def test_gguf_name_map():
 
 def test_verify_detects_a_damaged_folder(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"weights")
-    digest = prepare._sha256(tmp_path / "a.bin")
+    digest = sha256_file(tmp_path / "a.bin")
     (tmp_path / prepare.MANIFEST).write_text(json.dumps(
         {"format_version": prepare.FORMAT_VERSION, "sha256": {"a.bin": digest}}))
     assert prepare.verify(tmp_path) is None

@@ -24,6 +24,7 @@ import polars as pl
 
 from cotgen import __version__, prompts
 from cotgen.config import write_resolved
+from cotgen.io import sha256_file
 from cotgen.errors import CotgenError
 from cotgen.eval import engine, metrics, records, report
 from cotgen.eval.config import EvalConfig, resolved
@@ -131,15 +132,7 @@ def data_origin(cfg: EvalConfig) -> dict:
                 "data_sha256": "generated"}
     else:
         path = Path(cfg.source.removeprefix("file:"))
-    return {"data_file": str(path.resolve()), "data_sha256": _sha256(path)}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return {"data_file": str(path.resolve()), "data_sha256": sha256_file(path)}
 
 
 def protocol(cfg: EvalConfig, problems: pl.DataFrame, model: dict, results: dict, texts: dict) -> dict:

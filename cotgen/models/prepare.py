@@ -19,7 +19,6 @@ the sha256 sums in its `cotgen-prepare.json` on every later call.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cotgen.errors import CotgenError
-from cotgen.io import atomic_dir
+from cotgen.io import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def verify(folder: Path) -> str | None:
         return "made by another cotgen version"
     for name, digest in info["sha256"].items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             return f"{name} does not match its checksum"
     return None
 
@@ -132,9 +131,9 @@ def convert(gguf_path: Path, out: Path) -> None:
     _write_json(out / MANIFEST, {
         "format_version": FORMAT_VERSION,
         "source": str(gguf_path.name),
-        "source_sha256": _sha256(gguf_path),
+        "source_sha256": sha256_file(gguf_path),
         "seconds": round(time.perf_counter() - start, 1),
-        "sha256": {name: _sha256(out / name) for name in names},
+        "sha256": {name: sha256_file(out / name) for name in names},
     })
 
 
@@ -242,14 +241,6 @@ def _gguf_path() -> Path:
 
 def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _remove(folder: Path) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from cotgen import __version__
 from cotgen.config import resolve as resolve_config
-from cotgen.config import write_resolved
+from cotgen.config import describe_changes, write_resolved
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
 from cotgen.train import rl_data
@@ -92,9 +92,8 @@ def check_out(cfg: RLConfig, fingerprint: str) -> bool:
         raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose "
                           "another folder")
     old, new = identity(read_run_config(out)), identity(cfg)
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+    shown = describe_changes(old, new)
+    if shown:
         raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options "
                           "or another --out")
     state = _read_state(out)

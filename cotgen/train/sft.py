@@ -34,7 +34,7 @@ from pathlib import Path
 
 from cotgen import __version__
 from cotgen.config import resolve as resolve_config
-from cotgen.config import write_resolved
+from cotgen.config import describe_changes, write_resolved
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
 from cotgen.models.tokenizer import END_OF_TURN
@@ -72,9 +72,8 @@ def check_out(cfg: TrainConfig, fingerprint: str) -> None:
                           "or choose another folder")
     old = identity(read_run_config(out))
     new = identity(cfg)
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+    shown = describe_changes(old, new)
+    if shown:
         raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); "
                           "use the same options or another --out")
     state = _read_state(out)
