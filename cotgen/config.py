@@ -52,6 +52,17 @@ def _read_toml(path: Path, names: set[str], section: str | None) -> dict[str, An
     return data
 
 
+def run_command(folder: str | Path) -> str | None:
+    """The `cotgen` command whose output `folder` holds (from its config.toml), or None."""
+    path = Path(folder) / "config.toml"
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")).get("cotgen", {}).get("command")
+    except tomllib.TOMLDecodeError:
+        return None
+
+
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'key: old -> new, ...' for every key whose value differs ('' when none): the --resume refusal text."""
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))

@@ -158,3 +158,34 @@ def test_prepare_twice_at_once_converts_once(tmp_path):
     assert outs[0] == outs[1] == str(tmp_path / "gemma-3-270m")
     assert prepare.verify(tmp_path / "gemma-3-270m") is None
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_cotgen_outputs_resolve_as_models_and_count_as_chat_students(tmp_path):
+    """Export folders and train/rl/distill run folders are model specs (and trained students prompt in chat);
+    other cotgen outputs are refused by name."""
+    from cotgen.generate.config import is_base_model
+    from cotgen.models import resolve
+
+    orbax = tmp_path / "orbax"
+    orbax.mkdir()
+    (orbax / "cotgen-model.json").write_text('{"format": "orbax"}')
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "cotgen-model.json").write_text('{"format": "safetensors"}')
+    runs = {}
+    for command in ("train", "rl", "distill", "filter"):
+        runs[command] = tmp_path / command
+        runs[command].mkdir()
+        (runs[command] / "config.toml").write_text(f'[cotgen]\ncommand = "{command}"\n')
+
+    assert resolve(str(orbax)).kind == "export"
+    assert resolve(str(hf)).kind == "hf"
+    for command in ("train", "rl", "distill"):
+        source = resolve(str(runs[command]))
+        assert (source.kind, source.preset) == ("run", command)
+        assert not is_base_model(str(runs[command]))
+    with pytest.raises(CotgenError, match="output of `cotgen filter`, not a model"):
+        resolve(str(runs["filter"]))
+    assert not is_base_model(str(orbax)) and not is_base_model(str(hf))
+    assert is_base_model("gemma-3-270m") and is_base_model("tiny:3")

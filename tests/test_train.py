@@ -402,11 +402,14 @@ def test_export_lora_merged_round_trips_in_both_formats(lora_run, tmp_path):
     manifest = json.loads((orbax_out / "cotgen-model.json").read_text())
     assert manifest["format"] == "orbax" and manifest["method"] == "lora" and manifest["step"] == 6
     np.testing.assert_allclose(_logits(load_export(orbax_out).model, ids), want, atol=1e-5)
+    # the one resolver takes all three as model specs: the run folder (merged), and both exports
+    for spec in (run_dir, orbax_out, out):
+        np.testing.assert_allclose(_logits(load(str(spec)).model, ids), want, atol=1e-5)
 
     res = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(out)])
     assert res.exit_code == 2 and "exists and is not empty" in res.output
     res = CliRunner().invoke(main, ["export", str(tmp_path), "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "neither a `cotgen train` output folder" in res.output
+    assert res.exit_code == 2 and "neither a `cotgen train | rl | distill` output folder" in res.output
 
 
 def test_full_weight_export_loads_in_transformers_with_the_same_logits(full_run, tmp_path):

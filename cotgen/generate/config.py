@@ -99,12 +99,18 @@ def shard_tag(shard: str | None) -> str:
 
 def is_base_model(teacher: str) -> bool:
     """A base (not instruction-tuned) Gemma: the embedded 270M, the tiny test model, or a local folder whose
-    tokenizer has no chat template. Anything else (hub names, server model names) counts as a chat model."""
+    tokenizer has no chat template. Anything else counts as a chat model: hub names, server model names, and
+    cotgen's trained students (`cotgen export` folders, `cotgen train | rl | distill` runs), which learned the
+    student's chat turn."""
+    from cotgen.config import run_command
+    from cotgen.models import EXPORT_MANIFEST, RUN_COMMANDS
     from cotgen.models.prepare import EMBEDDED
 
     if teacher == EMBEDDED or teacher == "tiny" or teacher.startswith("tiny:"):
         return True
     folder = Path(teacher)
+    if (folder / EXPORT_MANIFEST).is_file() or run_command(folder) in RUN_COMMANDS:
+        return False
     if (folder / "config.json").is_file():
         if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
             return False

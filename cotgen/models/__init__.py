@@ -6,7 +6,9 @@ Specs:
 - `hf:ORG/NAME`        downloaded with huggingface_hub where a hub is reachable, then loaded as a local folder.
 - `orbax:PRESET:PATH`  a Tunix/Kaggle orbax checkpoint; PRESET names a Tunix config (e.g. `gemma3_1b_it`); the
                        SentencePiece `tokenizer.model` is looked for beside or above PATH.
-- `PATH`               a local Hugging Face folder (config.json + *.safetensors), or a folder `cotgen export` wrote.
+- `PATH`               a local Hugging Face folder (config.json + *.safetensors), a folder `cotgen export` wrote
+                       (either format), or a `cotgen train | rl | distill` run folder (its latest checkpoint, LoRA
+                       adapters merged).
 
 This module only parses specs; `cotgen.models.load` imports JAX and Tunix.
 """
@@ -16,10 +18,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from cotgen.config import run_command
 from cotgen.errors import CotgenError
 from cotgen.models.prepare import EMBEDDED
 
 KNOWN_NAMES = (EMBEDDED, "tiny")
+RUN_COMMANDS = ("train", "rl", "distill")  # run folders that hold a model (ModelSource.preset names which)
+EXPORT_MANIFEST = "cotgen-model.json"  # written by `cotgen export` (cotgen.train.export.MANIFEST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +32,7 @@ class ModelSource:
     """Where a model's weights and tokenizer come from."""
 
     spec: str
-    kind: str  # "hf" | "orbax" | "tiny"
+    kind: str  # "hf" | "orbax" | "tiny" | "export" (a cotgen orbax export) | "run" (a cotgen training run)
     path: Path | None = None
     preset: str | None = None
     seed: int = 0
@@ -56,12 +61,32 @@ def resolve(spec: str, *, prepare_embedded: bool = True) -> ModelSource:
         return ModelSource(spec, "orbax", Path(path), preset=preset)
     path = Path(spec)
     if path.is_dir():
+        if _export_format(path) == "orbax":
+            return ModelSource(spec, "export", path)
+        command = run_command(path)
+        if command in RUN_COMMANDS:
+            return ModelSource(spec, "run", path, preset=command)
+        if command is not None:
+            raise CotgenError(f"model folder {path} holds the output of `cotgen {command}`, not a model; "
+                              f"use a `cotgen {' | '.join(RUN_COMMANDS)}` run or a `cotgen export` folder")
         if (path / "config.json").is_file():
             return ModelSource(spec, "hf", path)
         raise CotgenError(f"model folder {path} has no config.json (expected a Hugging Face Gemma 3 folder)")
     raise CotgenError(
         f"unknown model {spec!r}: use {', '.join(KNOWN_NAMES)}, hf:ORG/NAME, orbax:PRESET:PATH or a local folder"
     )
+
+
+def _export_format(folder: Path) -> str | None:
+    import json
+
+    manifest = folder / EXPORT_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("format")
+    except (json.JSONDecodeError, AttributeError):
+        raise CotgenError(f"{manifest}: not a cotgen export manifest (invalid JSON)") from None
 
 
 def _download(repo: str) -> Path:

@@ -10,12 +10,14 @@ def greedy(loaded, prompt: str, max_tokens: int) -> str:
     """Greedy continuation with Tunix's sampler (stops at `<eos>` / `<end_of_turn>`)."""
     from tunix.generate import sampler as sampler_lib
 
-    ids = loaded.tokenizer.encode(prompt, add_bos=True)
-    cache = sampler_lib.CacheConfig(cache_size=len(ids) + max_tokens + 8, num_layers=loaded.config.num_layers,
+    # The sampler left-pads the prompt to `max_prompt_length` (else the next power of two) and needs that plus
+    # the generated tokens in its cache.
+    prompt_len = len(loaded.tokenizer.encode(prompt, add_bos=True)) + 1
+    cache = sampler_lib.CacheConfig(cache_size=prompt_len + max_tokens + 8, num_layers=loaded.config.num_layers,
                                     num_kv_heads=loaded.config.num_kv_heads, head_dim=loaded.config.head_dim)
     sampler = sampler_lib.Sampler(loaded.model, loaded.tokenizer, cache)
-    out = sampler([prompt], max_generation_steps=max_tokens, temperature=0.0, echo=False,
-                  eos_tokens=list(loaded.tokenizer.stop_ids), seed=0)
+    out = sampler([prompt], max_generation_steps=max_tokens, max_prompt_length=prompt_len, temperature=0.0,
+                  echo=False, eos_tokens=list(loaded.tokenizer.stop_ids), seed=0)
     return out.text[0]
 
 

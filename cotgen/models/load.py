@@ -37,6 +37,12 @@ def load(spec: str | ModelSource, *, dtype: str = "float32", mesh=None) -> Loade
         return _load_tiny(source, jdtype, mesh)
     if source.kind == "orbax":
         return _load_orbax(source, jdtype, mesh)
+    if source.kind in ("export", "run"):  # cotgen's own outputs; the exporter knows both layouts
+        from cotgen.train import export
+
+        if source.kind == "export":
+            return export.load_export(source.path, dtype=dtype, mesh=mesh)
+        return export.load_run(source.path, mesh=mesh)
     return _load_hf(source, jdtype, mesh)
 
 

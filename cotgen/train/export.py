@@ -19,6 +19,8 @@ preset, with the resolver's `orbax:PRESET:FOLDER/params` spec (it finds `tokeniz
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -26,11 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from cotgen import __version__
+from cotgen.config import run_command
 from cotgen.errors import CotgenError
 from cotgen.io import atomic_dir
+from cotgen.models import EXPORT_MANIFEST as MANIFEST
+from cotgen.models import RUN_COMMANDS
 
 FORMATS = ("safetensors", "orbax")
-MANIFEST = "cotgen-model.json"
+# run folder command -> the module whose `model_from_run(run_dir, step, *, quantize, mesh)` restores its model
+RUN_MODULES = {"train": "cotgen.train.sft", "rl": "cotgen.train.rl", "distill": "cotgen.distill.run"}
+assert set(RUN_MODULES) == set(RUN_COMMANDS)
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "added_tokens.json")
 _NORMS = {"pre_attention_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
@@ -134,15 +141,48 @@ def hf_config(config, dtype: str, eot_id: int | None) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- export
 def locate(ckpt: Path) -> tuple[Path, int | None]:
-    """A run folder (latest checkpoint) or one of its checkpoints/STEP folders -> (run folder, step)."""
+    """A run folder (latest checkpoint) or one of its checkpoints/STEP folders (checkpoints/actor/STEP for rl)
+    -> (run folder, step)."""
     ckpt = Path(ckpt)
+    what = f"`cotgen {' | '.join(RUN_COMMANDS)}` output folder"
     if (ckpt / "config.toml").is_file():
+        command = run_command(ckpt)
+        if command not in RUN_COMMANDS:
+            raise CotgenError(f"{ckpt} holds the output of `cotgen {command}`; expected a {what}")
         return ckpt, None
-    run_dir = ckpt.parent.parent
-    if ckpt.name.isdigit() and ckpt.parent.name == "checkpoints" and (run_dir / "config.toml").is_file():
-        return run_dir, int(ckpt.name)
-    raise CotgenError(f"{ckpt} is neither a `cotgen train` output folder nor one of its checkpoints/STEP "
-                      "folders")
+    if ckpt.name.isdigit():
+        for run_dir in (ckpt.parent.parent, ckpt.parent.parent.parent):
+            if run_command(run_dir) in RUN_COMMANDS and ckpt.is_relative_to(run_dir / "checkpoints"):
+                return run_dir, int(ckpt.name)
+    raise CotgenError(f"{ckpt} is neither a {what} nor one of its checkpoints/STEP folders")
+
+
+def run_model(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
+    """(model, LoadedModel of the base, run config, step) for any run folder: train, rl or distill."""
+    command = run_command(run_dir)
+    if command not in RUN_MODULES:
+        raise CotgenError(f"{run_dir} holds no `cotgen {' | '.join(RUN_COMMANDS)}` run")
+    module = importlib.import_module(RUN_MODULES[command])
+    return module.model_from_run(Path(run_dir), step, quantize=quantize, mesh=mesh)
+
+
+def load_run(run_dir: Path, step: int | None = None, *, mesh=None):
+    """A run's model (latest checkpoint by default) as a plain LoadedModel: LoRA adapters merged into the base,
+    so samplers, exporters and further training see an ordinary Gemma 3. Loads in the run's own dtype."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cotgen.train.lora import merged_params
+
+    model, loaded, cfg, _ = run_model(run_dir, step, quantize=False, mesh=mesh)
+    if not cfg.lora:
+        return dataclasses.replace(loaded, model=model)
+    params = merged_params(model, alpha=cfg.lora_alpha, rank=cfg.lora_rank)
+    flat = nnx.to_flat_state(nnx.state(loaded.model, nnx.Param))
+    for path, var in flat:
+        var[...] = jnp.asarray(params[".".join(str(p) for p in path)], dtype=var[...].dtype)
+    nnx.update(loaded.model, nnx.from_flat_state(flat))
+    return loaded
 
 
 def export(ckpt: Path, fmt: str, out: Path, *, dtype: str = "float32", overwrite: bool = False) -> dict:
@@ -157,9 +197,8 @@ def export(ckpt: Path, fmt: str, out: Path, *, dtype: str = "float32", overwrite
         if not overwrite:
             raise CotgenError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     from cotgen.train.lora import merged_params
-    from cotgen.train.sft import model_from_run
 
-    model, loaded, cfg, step = model_from_run(run_dir, step, quantize=False)
+    model, loaded, cfg, step = run_model(run_dir, step, quantize=False)
     params = merged_params(model, alpha=cfg.lora_alpha, rank=cfg.lora_rank)
     np_dtype = _np_dtype(dtype)
     params = {k: v.astype(np_dtype) for k, v in params.items()}

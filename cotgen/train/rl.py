@@ -42,7 +42,7 @@ import numpy as np
 
 from cotgen import __version__
 from cotgen.config import resolve as resolve_config
-from cotgen.config import describe_changes, write_resolved
+from cotgen.config import describe_changes, run_command, write_resolved
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
 from cotgen.train import rl_data
@@ -50,7 +50,6 @@ from cotgen.train.rewards import COMPONENTS, Rewards, Weights
 from cotgen.train.rl_config import RLConfig, identity
 
 log = logging.getLogger("cotgen.rl")
-EXPORT_MANIFEST = "cotgen-model.json"  # = cotgen.train.export.MANIFEST (not imported: export pulls numpy/io)
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -59,18 +58,6 @@ def read_run_config(run_dir: Path) -> RLConfig:
     if not path.is_file():
         raise CotgenError(f"{run_dir} holds no cotgen rl run (no config.toml)")
     return resolve_config(RLConfig, path)
-
-
-def _command_of(folder: Path) -> str | None:
-    import tomllib
-
-    path = folder / "config.toml"
-    if not path.is_file():
-        return None
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8")).get("cotgen", {}).get("command")
-    except tomllib.TOMLDecodeError:
-        return None
 
 
 def check_out(cfg: RLConfig, fingerprint: str) -> bool:
@@ -85,8 +72,8 @@ def check_out(cfg: RLConfig, fingerprint: str) -> bool:
         if any(out.iterdir()):
             raise CotgenError(f"--out {out} is not empty and holds no cotgen rl run; choose another folder")
         return False
-    if _command_of(out) != "rl":
-        raise CotgenError(f"--out {out} holds a `cotgen {_command_of(out)}` run, not an rl run; "
+    if run_command(out) != "rl":
+        raise CotgenError(f"--out {out} holds a `cotgen {run_command(out)}` run, not an rl run; "
                           "choose another folder")
     if not cfg.resume:
         raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose "
@@ -122,15 +109,12 @@ def fingerprint(data: rl_data.RLData) -> str:
 
 
 def prompt_style(cfg: RLConfig) -> str:
-    """chat for trained students (cotgen train runs and exports) and instruction-tuned models; plain for base
-    models (the embedded gemma-3-270m, tiny, HF folders without a chat template)."""
+    """chat for trained students (cotgen runs and exports) and instruction-tuned models; plain for base models
+    (the embedded gemma-3-270m, tiny, HF folders without a chat template)."""
     if cfg.prompt_style:
         return cfg.prompt_style
     from cotgen.generate.config import is_base_model
 
-    folder = Path(cfg.model)
-    if _command_of(folder) == "train" or (folder / EXPORT_MANIFEST).is_file():
-        return "chat"
     return "plain" if is_base_model(cfg.model) else "chat"
 
 
@@ -141,38 +125,11 @@ def step_seed(seed: int, step: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------- model
 def load_policy(spec: str, *, dtype: str, mesh):
-    """A LoadedModel for a model spec, a `cotgen export` folder, or a `cotgen train` run folder (latest
-    checkpoint, LoRA adapters merged into the base)."""
-    folder = Path(spec)
-    if _command_of(folder) == "train":
-        return _from_train_run(folder, mesh)
-    if (folder / EXPORT_MANIFEST).is_file():
-        from cotgen.train.export import load_export
-
-        return load_export(folder, dtype=dtype, mesh=mesh)
+    """A LoadedModel for any model spec, including `cotgen export` folders and `cotgen train` run folders (latest
+    checkpoint, LoRA adapters merged into the base): `cotgen.models.load` dispatches all of them."""
     from cotgen.models.load import load
 
     return load(spec, dtype=dtype, mesh=mesh)
-
-
-def _from_train_run(folder: Path, mesh):
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from cotgen.train.lora import merged_params
-    from cotgen.train.sft import model_from_run
-
-    model, loaded, tcfg, step = model_from_run(folder, quantize=False, mesh=mesh)
-    log.info("policy: %s step %d (%s SFT)", folder, step, tcfg.method)
-    if not tcfg.lora:
-        return dataclasses.replace(loaded, model=model)
-    params = merged_params(model, alpha=tcfg.lora_alpha, rank=tcfg.lora_rank)
-    state = nnx.state(loaded.model, nnx.Param)
-    flat = nnx.to_flat_state(state)
-    for path, var in flat:
-        var[...] = jnp.asarray(params[".".join(str(p) for p in path)], dtype=var[...].dtype)
-    nnx.update(loaded.model, nnx.from_flat_state(flat))
-    return loaded
 
 
 def check_tokenizer(tokenizer, style: str, where: str) -> tuple[int, ...]:
@@ -617,9 +574,10 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     return state
 
 
-def model_from_run(run_dir: Path, step: int | None = None, *, mesh=None):
+def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
     """(model, LoadedModel of the base, RLConfig, step) restored from an rl run's checkpoint (latest by default),
-    shaped like `cotgen.train.sft.model_from_run`, so export can merge and write it the same way."""
+    shaped like `cotgen.train.sft.model_from_run`, so export can merge and write it the same way. `quantize` is
+    accepted for that shared signature; rl never quantises its base."""
     from tunix.sft import checkpoint_manager
 
     cfg = read_run_config(run_dir)

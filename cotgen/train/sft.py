@@ -34,7 +34,7 @@ from pathlib import Path
 
 from cotgen import __version__
 from cotgen.config import resolve as resolve_config
-from cotgen.config import describe_changes, write_resolved
+from cotgen.config import describe_changes, run_command, write_resolved
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
 from cotgen.models.tokenizer import END_OF_TURN
@@ -64,7 +64,7 @@ def check_out(cfg: TrainConfig, fingerprint: str) -> None:
             raise CotgenError(f"--out {out} is not empty and holds no cotgen train run; "
                               "choose another folder")
         return
-    command = _command_of(out / "config.toml")
+    command = run_command(out) or "?"
     if command != "train":
         raise CotgenError(f"--out {out} holds the output of `cotgen {command}`; choose another folder")
     if not cfg.resume:
@@ -80,15 +80,6 @@ def check_out(cfg: TrainConfig, fingerprint: str) -> None:
     if state.get("data_fingerprint") not in (None, fingerprint):
         raise CotgenError(f"--resume: the data differs from the data {out} was trained on "
                           f"({state.get('data_files')}); use the same data or another --out")
-
-
-def _command_of(config_toml: Path) -> str:
-    import tomllib
-
-    try:
-        return tomllib.loads(config_toml.read_text(encoding="utf-8")).get("cotgen", {}).get("command", "?")
-    except tomllib.TOMLDecodeError:
-        return "?"
 
 
 def _read_state(out: Path) -> dict:
