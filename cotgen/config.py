@@ -36,6 +36,14 @@ def resolve(cls: type[C], config_path: str | Path | None = None, flags: dict[str
     return cls(**values)
 
 
+def flag(*names: str, **kw):
+    """A click option that defaults to None, so `resolve` keeps the TOML file's or the dataclass's value unless
+    the flag is given (write the real default into the help text)."""
+    import click
+
+    return click.option(*names, default=None, show_default=False, **kw)
+
+
 def _read_toml(path: Path, names: set[str], section: str | None) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "config file not found")

@@ -10,7 +10,9 @@
   `seed + 1_000_003`, so its per-item random streams never meet train's while size < 1_000_003. Repeated
   questions within a split are dropped, and so are test questions that also occur in the train split of the
   same seed and size (a larger train set may still share a few): a split can hold slightly fewer than `limit`
-  rows. Warning: `rg:gsm_symbolic` was built from GSM8K *test* questions: never train on it when evaluating
+  rows. `rg:TASK:KEY=VALUE,...` passes options to the task's config (e.g. `rg:chain_sum:min_terms=2,
+  max_terms=3,max_digits=1` for easy sums); values are read as JSON where they parse (numbers, true/false),
+  else as strings. Warning: `rg:gsm_symbolic` was built from GSM8K *test* questions: never train on it when evaluating
   on GSM8K.
 - `PATH.jsonl`, `PATH.json`, `PATH.parquet` or `file:PATH`: any table; `columns` maps question/answer/solution
   to its column names. The source is the file stem, the split is the given label, other columns go to
@@ -115,7 +117,8 @@ def load_problems(spec: str, split: str = "train", *, data_dir: str | Path | Non
     if spec in BUILTINS:
         source, df = spec, _load_builtin(spec, split, data_dir, limit)
     elif spec.startswith("rg:"):
-        source, df = spec, _load_rg(spec[3:], split, limit, seed)
+        task, _, options = spec[3:].partition(":")
+        source, df = spec, _load_rg(task, split, limit, seed, parse_rg_options(spec, options))
     elif spec.startswith("file:") or spec.lower().endswith(FILE_SUFFIXES):
         path = Path(spec.removeprefix("file:"))
         source, df = path.stem, _load_file(path, limit, _check_mapping(columns or {}))
@@ -191,7 +194,21 @@ def _read_hub(name: str, spec: _Builtin, split: str, limit: int | None) -> tuple
 # ---- reasoning-gym ----------------------------------------------------------------------------------------
 
 
-def _load_rg(task: str, split: str, limit: int | None, seed: int) -> pl.DataFrame:
+def parse_rg_options(spec: str, text: str) -> dict:
+    """`min_terms=2,max_digits=1` -> {"min_terms": 2, "max_digits": 1} (JSON values where they parse)."""
+    options: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (t.strip() for t in part.partition("="))
+        if not (sep and key.isidentifier() and value):
+            raise CotgenError(f"source {spec!r}: bad task option {part!r}; expected rg:TASK:KEY=VALUE[,KEY=VALUE]")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _load_rg(task: str, split: str, limit: int | None, seed: int, options: dict | None = None) -> pl.DataFrame:
     import reasoning_gym  # lazy: imports ~100 task modules (0.6 s)
     from reasoning_gym.factory import DATASETS
 
@@ -205,9 +222,10 @@ def _load_rg(task: str, split: str, limit: int | None, seed: int) -> pl.DataFram
 
     def entries(s: int) -> list[dict]:
         try:
-            return list(reasoning_gym.create_dataset(task, size=size, seed=s))
+            return list(reasoning_gym.create_dataset(task, size=size, seed=s, **(options or {})))
         except (ValueError, TypeError, AssertionError) as exc:
-            raise CotgenError(f"reasoning-gym cannot build {task!r} (size={size}, seed={s}): {exc}") from exc
+            shown = "".join(f", {k}={v!r}" for k, v in (options or {}).items())
+            raise CotgenError(f"reasoning-gym cannot build {task!r} (size={size}, seed={s}{shown}): {exc}") from exc
 
     items = entries(seed + (RG_TEST_SEED_OFFSET if split == "test" else 0))
     raw = pl.DataFrame(

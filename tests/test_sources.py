@@ -235,3 +235,15 @@ def test_unknown_source_split_and_mapping_misuse():
         load("math500", "train")
     with pytest.raises(CotgenError, match="file sources only"):
         load("gsm8k", columns={"question": "q"})
+
+
+def test_reasoning_gym_task_options_set_the_difficulty_and_name_the_source():
+    spec = "rg:chain_sum:min_terms=2,max_terms=2,max_digits=1"
+    df = load_problems(spec, "train", limit=20)
+    assert df["source"].unique().to_list() == [spec]
+    assert all(q.count("+") + q.count("- ") == 1 for q in df["question"])  # two one-digit terms
+    assert all(abs(int(a)) <= 18 for a in df["answer"])
+    with pytest.raises(CotgenError, match="bogus=1"):
+        load_problems("rg:chain_sum:bogus=1", "train", limit=2)
+    with pytest.raises(CotgenError, match="bad task option"):
+        load_problems("rg:chain_sum:max_digits", "train", limit=2)

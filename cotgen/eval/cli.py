@@ -6,49 +6,48 @@ from pathlib import Path
 
 import click
 
+from cotgen.config import flag
+
 from cotgen.errors import CotgenError
 from cotgen.generate.config import BACKENDS
 
 
-def _opt(*names, **kw):
-    return click.option(*names, default=None, show_default=False, **kw)
-
 
 @click.command("eval")
-@_opt("--model", help="Model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME, orbax:PRESET:PATH; the served model "
+@flag("--model", help="Model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME, orbax:PRESET:PATH; the served model "
       "name for --backend openai.  [default: gemma-3-270m]")
-@_opt("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
-@_opt("--split", help="[default: test]")
-@_opt("--limit", type=int, help="First N problems of the source.")
-@_opt("--k", type=int, help="Samples per problem at --temperature, besides the greedy one (pass@k, maj@k); "
+@flag("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
+@flag("--split", help="[default: test]")
+@flag("--limit", type=int, help="First N problems of the source.")
+@flag("--k", type=int, help="Samples per problem at --temperature, besides the greedy one (pass@k, maj@k); "
       "1: greedy only.  [default: 1]")
-@_opt("--temperature", type=float, help="Of the k samples; the greedy pass is temperature 0.  [default: 0.6]")
-@_opt("--top-p", type=float, help="Of the k samples.  [default: 1.0]")
-@_opt("--max-tokens", type=int, help="Most new tokens per sample.  [default: 512]")
-@_opt("--prompt-style", type=click.Choice(["chat", "few_shot"]),
+@flag("--temperature", type=float, help="Of the k samples; the greedy pass is temperature 0.  [default: 0.6]")
+@flag("--top-p", type=float, help="Of the k samples.  [default: 1.0]")
+@flag("--max-tokens", type=int, help="Most new tokens per sample.  [default: 512]")
+@flag("--prompt-style", type=click.Choice(["chat", "few_shot"]),
       help="chat: the student prompt in a Gemma turn (trained students); few_shot: exemplars then the question "
       "(base models).  [default: few_shot for base models (gemma-3-270m, tiny, folders without a chat template), "
       "else chat]")
-@_opt("--shots", help="Exemplar set of few_shot prompts.  [default: math for math*, else gsm8k]")
-@_opt("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: the whole set: gsm8k 8, math 4]")
-@_opt("--backend", type=click.Choice(BACKENDS), help="[default: vllm]")
-@_opt("--out", type=click.Path(file_okay=False, path_type=Path),
+@flag("--shots", help="Exemplar set of few_shot prompts.  [default: math for math*, else gsm8k]")
+@flag("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: the whole set: gsm8k 8, math 4]")
+@flag("--backend", type=click.Choice(BACKENDS), help="[default: vllm]")
+@flag("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Report folder (metrics.json, samples.parquet, summary.md, plots).  [default: runs/eval]; with "
       "--compare, also write compare.md and compare.json there.")
-@_opt("--seed", type=int, help="Seed of the sampled pass.  [default: 0]")
-@_opt("--batch-size", type=int, help="Problems per backend call.  [default: generate's for the backend]")
-@_opt("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+@flag("--seed", type=int, help="Seed of the sampled pass.  [default: 0]")
+@flag("--batch-size", type=int, help="Problems per backend call.  [default: generate's for the backend]")
+@flag("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
       help="[default: bfloat16 (vllm), float32 (tunix)]")
-@_opt("--enforce-eager/--no-enforce-eager", help="vllm: skip graph compilation.  [default: on]")
-@_opt("--max-model-len", type=int, help="vllm: context length of the engine.  [default: 4096]")
-@_opt("--base-url", help="openai: server URL.  [default: http://127.0.0.1:8000/v1]")
-@_opt("--api-key-env", help="openai: variable holding the API key.  [default: OPENAI_API_KEY]")
-@_opt("--concurrency", type=int, help="openai: requests in flight.  [default: 16]")
-@_opt("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+@flag("--enforce-eager/--no-enforce-eager", help="vllm: skip graph compilation.  [default: on]")
+@flag("--max-model-len", type=int, help="vllm: context length of the engine.  [default: 4096]")
+@flag("--base-url", help="openai: server URL.  [default: http://127.0.0.1:8000/v1]")
+@flag("--api-key-env", help="openai: variable holding the API key.  [default: OPENAI_API_KEY]")
+@flag("--concurrency", type=int, help="openai: requests in flight.  [default: 16]")
+@flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
-@_opt("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="COTGEN_DATA_DIR",
+@flag("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="COTGEN_DATA_DIR",
       help="Folder laid out like shared/data; default $COTGEN_DATA_DIR, else the HF hub.")
-@_opt("--compare", nargs=2, type=click.Path(file_okay=False, path_type=Path), metavar="A B",
+@flag("--compare", nargs=2, type=click.Path(file_okay=False, path_type=Path), metavar="A B",
       help="Compare two eval folders instead: metrics side by side, B - A with a paired bootstrap interval "
       "and McNemar's test on greedy correctness.")
 def command(config_path, compare, **flags) -> None:

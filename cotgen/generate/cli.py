@@ -7,51 +7,50 @@ from pathlib import Path
 
 import click
 
+from cotgen.config import flag
+
 from cotgen.generate.config import BACKENDS
 
 
-def _opt(*names, **kw):
-    return click.option(*names, default=None, show_default=False, **kw)
-
 
 @click.command("generate")
-@_opt("--teacher", help="Teacher model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME; the served model name "
+@flag("--teacher", help="Teacher model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME; the served model name "
       "for --backend openai.  [default: gemma-3-270m]")
-@_opt("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
-@_opt("--split", help="[default: train]")
-@_opt("--n", type=int, help="Samples per problem.  [default: 8]")
-@_opt("--temperature", type=float, help="[default: 0.8]")
-@_opt("--top-p", type=float, help="[default: 1.0]")
-@_opt("--max-tokens", type=int, help="Most new tokens per sample.  [default: 1024]")
-@_opt("--out", type=click.Path(file_okay=False, path_type=Path),
+@flag("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
+@flag("--split", help="[default: train]")
+@flag("--n", type=int, help="Samples per problem.  [default: 8]")
+@flag("--temperature", type=float, help="[default: 0.8]")
+@flag("--top-p", type=float, help="[default: 1.0]")
+@flag("--max-tokens", type=int, help="Most new tokens per sample.  [default: 1024]")
+@flag("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Output folder; running the same command again resumes it.  [default: runs/traces]")
-@_opt("--backend", type=click.Choice(BACKENDS), help="[default: vllm]")
-@_opt("--limit", type=int, help="First N problems of the source.")
-@_opt("--shard", help="I/N: generate part I (0-based) of N disjoint parts of the problems.")
-@_opt("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+@flag("--backend", type=click.Choice(BACKENDS), help="[default: vllm]")
+@flag("--limit", type=int, help="First N problems of the source.")
+@flag("--shard", help="I/N: generate part I (0-based) of N disjoint parts of the problems.")
+@flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
-@_opt("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+@flag("--data-dir", type=click.Path(file_okay=False, path_type=Path),
       help="Folder laid out like shared/data; default $COTGEN_DATA_DIR, else the HF hub.")
-@_opt("--seed", type=int, help="Run seed; each sample's seed derives from it.  [default: 0]")
-@_opt("--logprobs", type=int, help="Keep the top-K logprobs of every completion token.  [default: 0]")
-@_opt("--batch-size", type=int, help="Problems per committed chunk.  [default: 64; tunix: max(1, 8 // n)]")
-@_opt("--prompt-style", type=click.Choice(["chat", "few_shot"]),
+@flag("--seed", type=int, help="Run seed; each sample's seed derives from it.  [default: 0]")
+@flag("--logprobs", type=int, help="Keep the top-K logprobs of every completion token.  [default: 0]")
+@flag("--batch-size", type=int, help="Problems per committed chunk.  [default: 64; tunix: max(1, 8 // n)]")
+@flag("--prompt-style", type=click.Choice(["chat", "few_shot"]),
       help="[default: few_shot for base models (gemma-3-270m, tiny, folders without a chat template), "
       "else chat]")
-@_opt("--shots", help="Exemplar set for few_shot prompts.  [default: math for math*, else gsm8k]")
-@_opt("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: 8]")
-@_opt("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+@flag("--shots", help="Exemplar set for few_shot prompts.  [default: math for math*, else gsm8k]")
+@flag("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: 8]")
+@flag("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
       help="[default: bfloat16 (vllm), float32 (tunix)]")
-@_opt("--enforce-eager/--no-enforce-eager",
+@flag("--enforce-eager/--no-enforce-eager",
       help="vllm: skip graph compilation (starts faster, decodes slower).  [default: off]")
-@_opt("--max-model-len", type=int, help="vllm: context length of the engine.  [default: 4096]")
-@_opt("--tensor-parallel-size", type=int, help="vllm.  [default: 1]")
-@_opt("--data-parallel-size", type=int, help="vllm.  [default: 1]")
-@_opt("--base-url", help="openai: server URL.  [default: http://127.0.0.1:8000/v1]")
-@_opt("--api-key-env", help="openai: variable holding the API key.  [default: OPENAI_API_KEY]")
-@_opt("--concurrency", type=int, help="openai: requests in flight.  [default: 16]")
-@_opt("--max-retries", type=int, help="openai: retries per sample on 429/5xx/timeouts.  [default: 6]")
-@_opt("--request-timeout", type=float, help="openai: seconds per request.  [default: 600]")
+@flag("--max-model-len", type=int, help="vllm: context length of the engine.  [default: 4096]")
+@flag("--tensor-parallel-size", type=int, help="vllm.  [default: 1]")
+@flag("--data-parallel-size", type=int, help="vllm.  [default: 1]")
+@flag("--base-url", help="openai: server URL.  [default: http://127.0.0.1:8000/v1]")
+@flag("--api-key-env", help="openai: variable holding the API key.  [default: OPENAI_API_KEY]")
+@flag("--concurrency", type=int, help="openai: requests in flight.  [default: 16]")
+@flag("--max-retries", type=int, help="openai: retries per sample on 429/5xx/timeouts.  [default: 6]")
+@flag("--request-timeout", type=float, help="openai: seconds per request.  [default: 600]")
 def command(config_path, **flags) -> None:
     """Sample chain-of-thought traces from a teacher into OUT (Parquet chunks + manifest.json), resumably."""
     from cotgen.config import resolve

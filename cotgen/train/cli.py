@@ -7,41 +7,40 @@ from pathlib import Path
 
 import click
 
+from cotgen.config import flag
 
-def _opt(*names, **kw):
-    return click.option(*names, default=None, show_default=False, **kw)
 
 
 @click.command("train")
-@_opt("--model", help="Base model spec: gemma-3-270m, tiny, hf:ORG/NAME, orbax:PRESET:PATH or a folder.  "
+@flag("--model", help="Base model spec: gemma-3-270m, tiny, hf:ORG/NAME, orbax:PRESET:PATH or a folder.  "
       "[default: gemma-3-270m]")
-@_opt("--data", type=click.Path(path_type=Path),
+@flag("--data", type=click.Path(path_type=Path),
       help="`cotgen filter` folder (train.parquet, optional validation.parquet) or one .parquet/.jsonl file "
            "with prompt and completion columns.  [default: runs/data]")
-@_opt("--out", type=click.Path(file_okay=False, path_type=Path),
+@flag("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Run folder: config, checkpoints, metrics, loss curve.  [default: runs/sft]")
-@_opt("--lora-rank", type=int, help="Train LoRA adapters of this rank; 0: full weights.  [default: 0]")
-@_opt("--lora-alpha", type=float, help="[default: 2 x rank]")
-@_opt("--lora-modules", help="Regex of the module paths to adapt.  "
+@flag("--lora-rank", type=int, help="Train LoRA adapters of this rank; 0: full weights.  [default: 0]")
+@flag("--lora-alpha", type=float, help="[default: 2 x rank]")
+@flag("--lora-modules", help="Regex of the module paths to adapt.  "
       "[default: every attention and MLP projection]")
-@_opt("--qlora", is_flag=True, help="LoRA over an nf4-quantised frozen base (rank 16 unless --lora-rank).")
-@_opt("--steps", type=int, help="Optimizer steps (overrides --epochs).")
-@_opt("--epochs", type=float, help="Passes over the data.  [default: 1]")
-@_opt("--lr", type=float, help="Peak learning rate.  [default: 2e-4 LoRA, 2e-5 full]")
-@_opt("--warmup-steps", type=int, help="[default: 3% of the steps]")
-@_opt("--batch-size", type=int, help="Rows per step.  [default: 8]")
-@_opt("--max-len", type=int, help="Tokens per row.  [default: 1024]")
-@_opt("--packing/--no-packing", help="Pack several examples per row.  [default: on]")
-@_opt("--dtype", type=click.Choice(["float32", "bfloat16"]), help="Parameter dtype.  [default: float32]")
-@_opt("--seed", type=int, help="Data order and LoRA init.  [default: 0]")
-@_opt("--save-every", type=int, help="Checkpoint every N steps (and at the end).  [default: 100]")
-@_opt("--eval-every", type=int, help="Validation loss every N steps.  [default: 100]")
-@_opt("--mesh", help="Device mesh, e.g. fsdp=4,tp=2.  [default: one device]")
-@_opt("--distributed", is_flag=True, help="Call jax.distributed.initialize() first (multi-host TPU / SLURM).")
-@_opt("--resume", is_flag=True,
+@flag("--qlora", is_flag=True, help="LoRA over an nf4-quantised frozen base (rank 16 unless --lora-rank).")
+@flag("--steps", type=int, help="Optimizer steps (overrides --epochs).")
+@flag("--epochs", type=float, help="Passes over the data.  [default: 1]")
+@flag("--lr", type=float, help="Peak learning rate.  [default: 2e-4 LoRA, 2e-5 full]")
+@flag("--warmup-steps", type=int, help="[default: 3% of the steps]")
+@flag("--batch-size", type=int, help="Rows per step.  [default: 8]")
+@flag("--max-len", type=int, help="Tokens per row.  [default: 1024]")
+@flag("--packing/--no-packing", help="Pack several examples per row.  [default: on]")
+@flag("--dtype", type=click.Choice(["float32", "bfloat16"]), help="Parameter dtype.  [default: float32]")
+@flag("--seed", type=int, help="Data order and LoRA init.  [default: 0]")
+@flag("--save-every", type=int, help="Checkpoint every N steps (and at the end).  [default: 100]")
+@flag("--eval-every", type=int, help="Validation loss every N steps.  [default: 100]")
+@flag("--mesh", help="Device mesh, e.g. fsdp=4,tp=2.  [default: one device]")
+@flag("--distributed", is_flag=True, help="Call jax.distributed.initialize() first (multi-host TPU / SLURM).")
+@flag("--resume", is_flag=True,
       help="Continue the run in --out from its last checkpoint (same config and data).")
-@_opt("--no-tensorboard", "tensorboard", flag_value=False, help="Skip the TensorBoard event files.")
-@_opt("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+@flag("--no-tensorboard", "tensorboard", flag_value=False, help="Skip the TensorBoard event files.")
+@flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
 def command(config_path, **flags) -> None:
     """Supervised fine-tuning of a Gemma 3 student on prompt/completion data (full, LoRA or QLoRA), with
