@@ -54,7 +54,9 @@ def one(args_json: str) -> None:
     spec = json.loads(args_json)
     state = run(TrainConfig(**spec["config"]))
     metrics = Path(spec["config"]["out"]) / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    from cotgen.train.metrics import read
+
+    rows = read(metrics)
     steady = [r for r in rows if r["mode"] == "train" and r["step"] > 1]
     step_time = sum(r["step_time_s"] for r in steady) / len(steady)
     print("RESULT " + json.dumps({

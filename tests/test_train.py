@@ -20,6 +20,7 @@ from cotgen.cli import main
 from cotgen.errors import CotgenError, InputError
 from cotgen.train import data
 from cotgen.train.config import TrainConfig, parse_mesh
+from cotgen.train.metrics import read as metrics_read
 
 STEPS = 8
 
@@ -231,7 +232,7 @@ def test_full_training_loss_falls_params_change_and_metrics_are_written(full_run
     from cotgen.train.sft import model_from_run
 
     cfg, state = full_run["cfg"], full_run["state"]
-    rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_read(cfg.out / "metrics.jsonl")
     losses = [r["loss"] for r in rows if r["mode"] == "train"]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.5
@@ -287,7 +288,7 @@ def test_lora_trains_only_the_adapters_and_evaluates(lora_run):
     lora_b = [np.asarray(v[...]) for path, v in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))
               if str(path[-1]).endswith("_lora_b")]
     assert len(lora_b) == 2 * 6 and all(np.abs(b).max() > 0 for b in lora_b)  # B starts at zero
-    rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_read(cfg.out / "metrics.jsonl")
     evals = [r for r in rows if r["mode"] == "eval"]
     assert [r["step"] for r in evals] == [0, 3, 6] and evals[-1]["loss"] < evals[0]["loss"]
     assert state["last_loss"] < state["first_loss"] and state["examples"]["validation"] == 4
@@ -347,8 +348,10 @@ def test_resume_after_a_kill_ends_at_the_same_weights(full_run, datasets, tmp_pa
 
     state = run(_full_cfg(datasets, out, resume=True))
     assert state["resumed_from"] == 4 and state["final_step"] == STEPS
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # no step logged twice
+    rows = metrics_read(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # no step logged twice, none lost
+    straight_rows = [r for r in metrics_read(full_run["cfg"].out / "metrics.jsonl") if r["mode"] == "train"]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in straight_rows], rel=1e-5)
     resumed = flat_params(model_from_run(out)[0])
     straight = flat_params(model_from_run(full_run["cfg"].out)[0])
     for key in straight:

@@ -4,10 +4,12 @@ Tunix's MetricsLogger publishes every scalar through `jax.monitoring`, where JAX
 (`/jax/...` compile and cache events), and in jax 0.10.2 its `close()` leaves the listeners registered. So the
 backends here keep only cotgen's `sft/` events, and `unregister` removes them once training ends.
 
-metrics.jsonl has one row per (mode, step): `loss`, `perplexity`, `grad_norm` (train), and from the step hook
+metrics.jsonl holds rows of (mode, step) and scalars, which `read` merges into one row per (mode, step): `loss`, `perplexity`, `grad_norm` (train), and from the step hook
 `lr` (the schedule's value at that step), `tokens_per_s` (non-padding tokens / step wall time, the first step
 including compilation), `step_time_s`, `real_tokens` and `loss_tokens`. Tunix's own `learning_rate` is
-dropped: its trainer reads it from the optimiser one step late.
+dropped: its trainer reads it from the optimiser one step late. Tunix writes a step's loss and grad norm
+during the next step, so the step hook logs the loss itself and flushes the file at the end of every step: a
+run killed after a checkpoint keeps that step's row (without its grad norm).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class JsonlBackend:
         if self._row is None:
             self._row = {"step": step, "mode": mode, "time": round(time.time(), 3)}
         self._row[name] = float(value)
+
+    def flush(self) -> None:
+        """Write the pending row now (the next scalar of the same step starts a new row; `read` merges)."""
+        self._flush()
 
     def _flush(self) -> None:
         if self._row is not None:
@@ -113,9 +119,10 @@ class StepHook(hooks.TrainingHooks):
     `log_every` steps; then any extra callbacks `fn(trainer, step)`."""
 
     def __init__(self, *, schedule, step_tokens: Callable[[int], tuple[int, int]],
-                 step_time: Callable[[int], float | None], total: int, log_every: int, callbacks=()):
+                 step_time: Callable[[int], float | None], total: int, log_every: int, callbacks=(),
+                 flush: Callable[[], None] | None = None):
         self.schedule, self.step_tokens, self.step_time = schedule, step_tokens, step_time
-        self.total, self.log_every, self.callbacks = total, log_every, tuple(callbacks)
+        self.total, self.log_every, self.callbacks, self.flush = total, log_every, tuple(callbacks), flush
         self._last = time.perf_counter()
 
     def on_train_start(self, train_ctx) -> None:
@@ -128,10 +135,13 @@ class StepHook(hooks.TrainingHooks):
         dt = self.step_time(train_step)
         dt, self._last = (now - self._last if dt is None else dt), now
         real, loss_tokens = self.step_tokens(train_step - 1)
-        values = {"lr": float(self.schedule(train_step - 1)), "tokens_per_s": real / max(dt, 1e-9),
-                  "step_time_s": dt, "real_tokens": real, "loss_tokens": loss_tokens}
+        values = {"loss": float(train_loss), "lr": float(self.schedule(train_step - 1)),
+                  "tokens_per_s": real / max(dt, 1e-9), "step_time_s": dt, "real_tokens": real,
+                  "loss_tokens": loss_tokens}
         for name, value in values.items():
             train_ctx.metrics_logger.log(PREFIX, name, value, Mode.TRAIN, train_step)
+        if self.flush is not None:
+            self.flush()
         if train_step % self.log_every == 0 or train_step == self.total or train_step == 1:
             log.info("step %d/%d  loss %.4f  lr %.3g  %.0f tok/s  %.2f s/step", train_step, self.total,
                      float(train_loss), values["lr"], values["tokens_per_s"], dt)
@@ -152,10 +162,17 @@ class StepHook(hooks.TrainingHooks):
 
 
 def read(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl, one per (mode, step) in order of first appearance (partial rows of the same
+    step merged; later values win)."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    merged: dict[tuple[str, int], dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            merged.setdefault((row["mode"], row["step"]), {}).update(row)
+    return list(merged.values())
 
 
 def plot_loss(rows: list[dict], out: Path, title: str = "") -> Path | None:

@@ -289,7 +289,8 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
                                    pad_id=tokenizer.pad_id(), process=process)
             trainer.with_training_hooks(metrics.StepHook(
                 schedule=lr, step_tokens=lambda s: data.batch_tokens(plan.batches[s], tok),
-                step_time=batches.step_time, total=plan.steps, log_every=cfg.log_every, callbacks=callbacks))
+                step_time=batches.step_time, total=plan.steps, log_every=cfg.log_every, callbacks=callbacks,
+                flush=lambda: [b.flush() for b in backends if isinstance(b, metrics.JsonlBackend)]))
             trainer.train(batches, val_batches)
             sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(model)))
     finally:
