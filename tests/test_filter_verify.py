@@ -113,3 +113,14 @@ def test_module_level_api():
     assert score_completions(["#### 7"], ["7"])["correct"].to_list() == [True]
     with pytest.raises(ValueError, match="2 predictions but 1 golds"):
         verify(["1", "2"], ["1"])
+
+
+def test_base_numerals_compare_digits_and_base():
+    """math-verify drops the subscript of MATH's base-conversion answers (40_8 == 40_9 for it)."""
+    from cotgen.filter.verify import Verifier
+
+    preds = ["40_9", "40_{9}", "40", "40_8", "36", "41_9", "A3_{16}", "a3_{16}"]
+    golds = ["40_9"] * 6 + ["A3_16", "A3_16"]
+    with Verifier(workers=1) as verifier:
+        got = [v.status for v in verifier.verify(preds, golds)]
+    assert got == ["correct", "correct", "correct", "wrong", "wrong", "wrong", "correct", "wrong"]

@@ -9,6 +9,8 @@ timeout.
   `parse_expr` (which calls `eval`), so model text is never executed even inside the sandbox.
 - `verify(gold, pred, allow_set_relation_comp=True)`: `x \\le 3` matches `(-\\infty, 3]`; other options are
   math-verify's defaults (float_rounding=6, strict=True).
+- Base numerals (`40_9`, `1011_{2}`) are compared here, digits and base, before math-verify, which ignores
+  the subscript (it found `40_8` equal to `40_9`).
 - math-verify's own SIGALRM timeouts are off; one `setitimer` covers parse + verify of the item and raises a
   BaseException (so `except Exception` inside libraries cannot swallow it). Should anything swallow it anyway,
   the item still reports `timeout`, never `correct`. Work that never returns to the interpreter is killed by
@@ -20,6 +22,7 @@ Importing this module imports math-verify and sympy and warms them up (about a s
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from functools import lru_cache
 
@@ -60,6 +63,30 @@ def wrap(text: str) -> str:
     return f"\\boxed{{{text}}}" if depth == 0 else f"${text}$"
 
 
+# A numeral with a base subscript, as MATH writes base-conversion answers: 40_9, 1011_{2}, A3_{16}. math-verify
+# drops the subscript (it finds 40_8 equal to 40_9), so these are compared here: digits and base both.
+_BASE_NUMERAL = re.compile(r"^\$?\s*([0-9A-Z]+)\s*_\s*\{?\s*(\d+)\s*\}?\s*\$?$")
+
+
+def base_numeral(text: str) -> tuple[str, int] | None:
+    """"40_{9}" -> ("40", 9); None for anything else."""
+    m = _BASE_NUMERAL.match(text.strip())
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def _base_status(pred: str, gold: str) -> str | None:
+    """"correct"/"wrong" when either side is a base numeral: equal digits, and equal bases where both give one
+    (an answer of "40" to "40_9" counts: the question names the base); None when neither side is one."""
+    p, g = base_numeral(pred), base_numeral(gold)
+    if p is None and g is None:
+        return None
+    if p is not None and g is not None:
+        return "correct" if p == g else "wrong"
+    digits = (p or g)[0]
+    other = (gold if p is not None else pred).strip().strip("$").strip()
+    return "correct" if other == digits else "wrong"
+
+
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> tuple:
     return tuple(parse(wrap(text), extraction_config=_CONFIG, parsing_timeout=None))
@@ -82,6 +109,8 @@ def check(item: tuple[str | None, str, float]) -> str:
             status = "bad_gold"
         elif pred is None or not pred.strip():
             status = "no_answer"
+        elif (based := _base_status(pred, gold)) is not None:
+            status = based
         else:
             pred_parsed = _parse(pred)
             ok = bool(pred_parsed) and verify(
