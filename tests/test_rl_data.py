@@ -104,3 +104,11 @@ def test_a_source_without_gold_answers_is_an_error(tmp_path):
     path.write_text('{"question": "1+1?"}\n')
     with pytest.raises(CotgenError, match="answer"):
         rl_data.load(RLConfig(source=str(path), eval_size=0))
+
+
+def test_prompt_budget_is_the_longest_prompt_rounded_up():
+    from cotgen.train.rl_data import prompt_budget
+
+    assert prompt_budget(["a" * 10, "b" * 70], len) == 128
+    assert prompt_budget(["a" * 64], len) == 64
+    assert prompt_budget(["a" * 65], len, multiple=32) == 96

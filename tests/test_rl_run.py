@@ -17,7 +17,7 @@ from cotgen.train.rl import read_run_config, run, step_seed
 from cotgen.train.rl_config import RLConfig
 
 TINY = dict(model="tiny", source="rg:basic_arithmetic", limit=40, num_generations=2, batch_size=2,
-            max_tokens=8, max_prompt_tokens=256, eval_size=2, eval_every=1, save_every=1)
+            max_tokens=8, eval_size=2, eval_every=1, save_every=1)
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ def lora_b_norm(model) -> float:
 
 
 def rows(out, mode):
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    found = [json.loads(line) for line in lines]
-    return sorted((r for r in found if r["mode"] == mode), key=lambda r: r["step"])
+    from cotgen.train.metrics import read
+
+    return sorted((r for r in read(out / "metrics.jsonl") if r["mode"] == mode), key=lambda r: r["step"])
 
 
 def test_grpo_on_tiny_trains_checkpoints_and_resumes(tmp_path, varied_format):
@@ -82,6 +82,7 @@ def test_grpo_on_tiny_trains_checkpoints_and_resumes(tmp_path, varied_format):
     state = json.loads((out / "run.json").read_text())
     assert set(state["step_time_s"]) == {"rollout", "ref_logps", "reward", "update", "step"}
     assert state["data"]["held_out"] == 2 and state["prompt_style"] == "plain"
+    assert state["prompt_tokens"] % 64 == 0  # the longest prompt, rounded up (prompt_budget)
 
     from cotgen.train.rl import model_from_run  # what export needs: the trained adapters back from disk
 

@@ -72,6 +72,10 @@ def model_folder(spec: str) -> str:
     from cotgen.models import resolve
 
     source = resolve(spec)
+    if source.kind == "run":
+        raise CotgenError(f"the vllm backend loads Hugging Face folders; {spec} is a `cotgen {source.preset}` run: "
+                          f"export it first (cotgen export {spec} --format safetensors --out DIR) or use "
+                          "--backend tunix")
     if source.kind != "hf":
         raise CotgenError(f"the vllm backend loads Hugging Face folders; {spec!r} is a {source.kind} model "
                           "(use --backend tunix)")

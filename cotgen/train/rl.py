@@ -171,10 +171,10 @@ def optimizer(cfg: RLConfig):
 
 # ---------------------------------------------------------------------------------------------------- metrics
 class Metrics:
-    """metrics.jsonl: one row per (mode, step). Train rows join cotgen's rollout-side values (rewards,
-    lengths, timings) with Tunix's actor metrics (loss, kl, entropy, ...), which Tunix logs one step late; a
-    row is written once both halves are in. Also the MetricsLogger backend receiving Tunix's events
-    (`log_scalar`)."""
+    """metrics.jsonl: rows of (mode, step), which `read` merges into one per (mode, step). Train rows join
+    cotgen's rollout-side values (rewards, lengths, timings), written when the step ends, with Tunix's actor
+    metrics (loss, kl, entropy, ...), which Tunix logs one step late and are written then. Also the
+    MetricsLogger backend receiving Tunix's events (`log_scalar`)."""
 
     KEEP = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl",
             "advantage/abs_mean")
@@ -208,10 +208,10 @@ class Metrics:
         self.evaluated.add(step)
 
     def flush(self, upto: int | None = None) -> None:
-        """Write the train rows of steps <= upto (all when None) that have rollout values."""
+        """Write the pending train values of steps <= upto (all when None)."""
         for step in sorted(s for s in self.rows if upto is None or s <= upto):
             row = self.rows.pop(step)
-            if "reward" in row:
+            if row:
                 self._append({"step": step, "mode": "train", "time": round(time.time(), 3), **row})
 
     def _append(self, row: dict) -> None:
@@ -233,10 +233,9 @@ class Metrics:
 
     @staticmethod
     def read(path: Path) -> list[dict]:
-        path = Path(path)
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from cotgen.train.metrics import read
+
+        return read(path)
 
 
 def plot_rewards(rows: list[dict], out: Path, title: str = "") -> Path | None:
@@ -379,8 +378,10 @@ class Monitor:
         step_s = time.perf_counter() - self._started
         times = {f"time/{k}_s": round(v, 4) for k, v in self.times.items()}
         self.metrics.add(self.step, {**times, "time/step_s": round(step_s, 4)})
-        self.metrics.flush(upto=self.step - 1)  # Tunix has logged the previous step's actor metrics by now
-        row = self.metrics.rows.get(self.step, {})
+        row = dict(self.metrics.rows.get(self.step, {}))
+        # written now, so a kill after this step's checkpoint keeps its row; Tunix's actor metrics of this step
+        # arrive during the next one and are written then (read() merges the two parts)
+        self.metrics.flush(upto=self.step)
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps or self.step == 1:
             shown = [row.get(k, float("nan")) for k in ("reward", "reward/correctness", "reward/format",
                                                         "reward/length", "completions/tokens_mean")]
@@ -440,14 +441,15 @@ def make_learner(cfg: RLConfig, cluster, reward_fns):
     return learner_cls(rl_cluster=cluster, algo_config=algo, reward_fns=reward_fns)
 
 
-def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None):
-    """{TRAIN: sampling at the temperature, EVAL: greedy} Tunix RolloutConfigs."""
+def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None, prompt_tokens: int):
+    """{TRAIN: sampling at the temperature, EVAL: greedy} Tunix RolloutConfigs; prompts left-padded to
+    `prompt_tokens`."""
     from tunix.rl.rl_cluster import Mode
     from tunix.rl.rollout.base_rollout import RolloutConfig
 
     eval_tokens = cfg.eval_max_tokens or cfg.max_tokens
-    cache = cfg.max_prompt_tokens + max(cfg.max_tokens, eval_tokens)
-    common = dict(max_prompt_length=cfg.max_prompt_tokens, kv_cache_size=cache, eos_tokens=list(stops))
+    cache = prompt_tokens + max(cfg.max_tokens, eval_tokens)
+    common = dict(max_prompt_length=prompt_tokens, kv_cache_size=cache, eos_tokens=list(stops))
     if cfg.rollout == "vllm":
         common.update(rollout_vllm_model_version=str(model_path), rollout_vllm_init_with_random_weights=False)
     train = RolloutConfig(max_tokens_to_generate=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -491,20 +493,21 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
 
     chat = style == "chat"
     train_prompts = [student_prompt(q, chat=chat) for q in data.train["question"]]
-    train, train_prompts, long_train = rl_data.drop_long_prompts(data.train, train_prompts, n_tokens,
-                                                                 cfg.max_prompt_tokens, "train")
     eval_prompts = [student_prompt(q, chat=chat) for q in data.held_out["question"]]
+    budget = cfg.max_prompt_tokens or rl_data.prompt_budget([*train_prompts, *eval_prompts], n_tokens)
+    train, train_prompts, long_train = rl_data.drop_long_prompts(data.train, train_prompts, n_tokens, budget,
+                                                                 "train")
     held_out, eval_prompts, long_eval = rl_data.drop_long_prompts(data.held_out, eval_prompts, n_tokens,
-                                                                  cfg.max_prompt_tokens, "held-out")
+                                                                  budget, "held-out")
     if train.height == 0:
-        raise CotgenError(f"every training prompt is longer than --max-prompt-tokens {cfg.max_prompt_tokens}")
+        raise CotgenError(f"every training prompt is longer than --max-prompt-tokens {budget}")
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg, cfg.out, "rl")
     previous = _read_state(cfg.out) if resuming else {}
     state = {
         "status": "running", "cotgen_version": __version__, "model": cfg.model, "method": cfg.method,
-        "algo": cfg.algo, "prompt_style": style, "stop_ids": list(stops),
+        "algo": cfg.algo, "prompt_style": style, "stop_ids": list(stops), "prompt_tokens": budget,
         "model_source": {"kind": loaded.source.kind, "path": str(loaded.source.path or "")},
         "data": {**data.stats, "dropped_long_prompts": long_train, "held_out_long_prompts": long_eval,
                  "train": train.height, "held_out": held_out.height},
@@ -530,7 +533,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     cluster_config = rl_cluster_lib.ClusterConfig(
         role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
         rollout_engine=cfg.rollout, offload_to_cpu=False, training_config=training_config,
-        rollout_config=rollout_configs(cfg, stops, loaded.source.path),
+        rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget),
     )
     verifier = Verifier()
     rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight),

@@ -37,7 +37,8 @@ from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, 
 @flag("--lr", type=float, help="[default: 1e-5 with LoRA, 1e-6 full]")
 @flag("--warmup-steps", type=int, help="[default: 0]")
 @flag("--max-tokens", type=int, help="Generated tokens per completion.  [default: 256]")
-@flag("--max-prompt-tokens", type=int, help="Prompt budget; longer prompts are dropped.  [default: 256]")
+@flag("--max-prompt-tokens", type=int, help="Prompts are padded to this; longer ones are dropped.  "
+      "[default: the longest prompt, rounded up to 64]")
 @flag("--temperature", type=float, help="[default: 0.9]")
 @flag("--top-p", type=float, help="[default: 1.0]")
 @flag("--prompt-style", type=click.Choice(PROMPT_STYLES),

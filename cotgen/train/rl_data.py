@@ -126,6 +126,12 @@ def load(cfg) -> RLData:
     return RLData(train, held, stats)
 
 
+def prompt_budget(prompts: list[str], n_tokens: Callable[[str], int], multiple: int = 64) -> int:
+    """The longest prompt's token count rounded up to `multiple`: the padded prompt length of every rollout."""
+    longest = max((n_tokens(p) for p in prompts), default=1)
+    return -(-longest // multiple) * multiple
+
+
 def drop_long_prompts(df: pl.DataFrame, prompts: list[str], n_tokens: Callable[[str], int], limit: int,
                       what: str) -> tuple[pl.DataFrame, list[str], int]:
     """Rows whose prompt fits `limit` tokens, their prompts, and how many were dropped."""

@@ -196,12 +196,8 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
         check_out(cfg, fingerprint)
     resuming = (cfg.out / "config.toml").is_file()
 
-    import contextlib
-
     import jax
-    import orbax.checkpoint as ocp
     from flax import nnx
-    from tunix.sft import metrics_logger as tunix_metrics
     from tunix.sft import peft_trainer
 
     from cotgen.models.load import load
@@ -250,53 +246,16 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
         _write_state(cfg.out, state)
 
     model = build_model(cfg, loaded, mesh)
-    lr = schedule(cfg, plan.steps)
-    backends = []
 
-    def factory(make):
-        def create():
-            backends.append(make())
-            return backends[-1]
-        return create
+    def make_trainer(optimizer_, training_config):
+        trainer = peft_trainer.PeftTrainer(model, optimizer_, training_config)
+        return trainer.with_gen_model_input_fn(model_inputs).with_loss_fn(loss_fn)
 
-    factories = [factory(lambda: metrics.JsonlBackend(cfg.out / "metrics.jsonl"))]
-    if cfg.tensorboard:
-        factories.append(factory(lambda: metrics.TensorboardBackend(cfg.out / "tensorboard")))
-    training_config = peft_trainer.TrainingConfig(
-        eval_every_n_steps=cfg.eval_every,
-        max_steps=plan.steps,
-        checkpoint_root_directory=str((cfg.out / "checkpoints").resolve()),
-        checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=cfg.save_every,
-                                                           max_to_keep=cfg.keep_checkpoints),
-        metrics_logging_options=tunix_metrics.MetricsLoggerOptions(
-            log_dir=str(cfg.out / "tensorboard"), backend_kwargs={"custom_backend": factories}),
-        metrics_prefix=metrics.PREFIX,
-        pbar_description=f"cotgen train ({cfg.method})",
-    )
-    context = mesh if mesh is not None else contextlib.nullcontext()
-    try:
-        with context:
-            trainer = peft_trainer.PeftTrainer(model, optimizer(cfg, lr), training_config)
-            trainer.with_gen_model_input_fn(model_inputs).with_loss_fn(loss_fn)
-            start = trainer.train_steps
-            if primary:
-                metrics.truncate(cfg.out / "metrics.jsonl", start)
-            if start:
-                log.info("resuming from the checkpoint at step %d of %d", start, plan.steps)
-            elif resuming:
-                log.info("--resume: no checkpoint yet in %s, starting from step 0", cfg.out)
-            batches = data.Batches(plan, tok, cfg.batch_size, cfg.max_len, start=trainer.iter_steps,
-                                   pad_id=tokenizer.pad_id(), process=process)
-            trainer.with_training_hooks(metrics.StepHook(
-                schedule=lr, step_tokens=lambda s: data.batch_tokens(plan.batches[s], tok),
-                step_time=batches.step_time, total=plan.steps, log_every=cfg.log_every, callbacks=callbacks,
-                flush=lambda: [b.flush() for b in backends if isinstance(b, metrics.JsonlBackend)]))
-            trainer.train(batches, val_batches)
-            sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(model)))
-    finally:
-        metrics.unregister(backends)
-        for backend in backends:  # already closed unless training raised
-            backend.close()
+    trainer, start = fit(cfg, make_trainer, peft_trainer.TrainingConfig, plan=plan, tok=tok,
+                         pad_id=tokenizer.pad_id(), process=process, val_batches=val_batches, mesh=mesh,
+                         description=f"cotgen train ({cfg.method})", callbacks=callbacks, primary=primary,
+                         resuming=resuming)
+    sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(model)))
 
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
@@ -314,6 +273,68 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     if primary:
         _write_state(cfg.out, state)
     return state
+
+
+def fit(cfg: TrainConfig, make_trainer, config_cls, *, plan, tok, pad_id: int, process, val_batches, mesh,
+        description: str, callbacks=(), primary: bool = True, resuming: bool = False, wrap_batches=None):
+    """The training loop `train` and `distill` share: metrics backends (JSONL, TensorBoard) through Tunix's
+    MetricsLogger, orbax checkpoints every `save_every` steps, the schedule and optimizer, resume from the
+    latest checkpoint (skipping the batches already trained, truncating metrics past it), the step hook.
+    `make_trainer(optimizer, training_config)` builds the Tunix trainer (`config_cls` is its TrainingConfig
+    class); `wrap_batches(batches)` may add fields to each batch. Returns (trainer, step resumed from)."""
+    import contextlib
+
+    import orbax.checkpoint as ocp
+    from tunix.sft import metrics_logger as tunix_metrics
+
+    from cotgen.train import metrics
+
+    lr = schedule(cfg, plan.steps)
+    backends = []
+
+    def factory(make):
+        def create():
+            backends.append(make())
+            return backends[-1]
+        return create
+
+    factories = [factory(lambda: metrics.JsonlBackend(cfg.out / "metrics.jsonl"))]
+    if cfg.tensorboard:
+        factories.append(factory(lambda: metrics.TensorboardBackend(cfg.out / "tensorboard")))
+    training_config = config_cls(
+        eval_every_n_steps=cfg.eval_every,
+        max_steps=plan.steps,
+        checkpoint_root_directory=str((cfg.out / "checkpoints").resolve()),
+        checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=cfg.save_every,
+                                                           max_to_keep=cfg.keep_checkpoints),
+        metrics_logging_options=tunix_metrics.MetricsLoggerOptions(
+            log_dir=str(cfg.out / "tensorboard"), backend_kwargs={"custom_backend": factories}),
+        metrics_prefix=metrics.PREFIX,
+        pbar_description=description,
+    )
+    context = mesh if mesh is not None else contextlib.nullcontext()
+    try:
+        with context:
+            trainer = make_trainer(optimizer(cfg, lr), training_config)
+            start = trainer.train_steps
+            if primary:
+                metrics.truncate(cfg.out / "metrics.jsonl", start)
+            if start:
+                log.info("resuming from the checkpoint at step %d of %d", start, plan.steps)
+            elif resuming:
+                log.info("--resume: no checkpoint yet in %s, starting from step 0", cfg.out)
+            batches = data.Batches(plan, tok, cfg.batch_size, cfg.max_len, start=trainer.iter_steps,
+                                   pad_id=pad_id, process=process)
+            trainer.with_training_hooks(metrics.StepHook(
+                schedule=lr, step_tokens=lambda s: data.batch_tokens(plan.batches[s], tok),
+                step_time=batches.step_time, total=plan.steps, log_every=cfg.log_every, callbacks=callbacks,
+                flush=lambda: [b.flush() for b in backends if isinstance(b, metrics.JsonlBackend)]))
+            trainer.train(wrap_batches(batches) if wrap_batches else batches, val_batches)
+    finally:
+        metrics.unregister(backends)
+        for backend in backends:  # already closed unless training raised
+            backend.close()
+    return trainer, start
 
 
 def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
