@@ -123,7 +123,7 @@ def _provenance(command: str, **values) -> str:
 # modules); a stage without one shows as not built yet.
 STAGES = {"generate": ("generate", 3), "filter": ("filter", 4), "eval": ("eval", 5), "train": ("train", 6),
           "distill": ("distill", 7), "rl": ("train", 8), "export": ("train", 6), "run": ("", 9)}
-MODULES = {"rl": "cotgen.train.rl_cli", "export": "cotgen.train.export_cli", "run": "cotgen.recipe"}
+MODULES = {"rl": "cotgen.train.rl_cli", "export": "cotgen.train.export_cli", "run": "cotgen.recipe.cli"}
 
 
 def _not_built(name: str, issue: int) -> click.Command:

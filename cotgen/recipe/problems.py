@@ -1,0 +1,85 @@
+"""`[problems]`: a reasoning-gym problem set with its own task configuration, written as train and test JSONL.
+
+`rg:TASK` sources take reasoning-gym's default configuration, which for the arithmetic tasks means up to six
+terms of up to four digits: far past what the 270M gets right. A recipe can set the task's own knobs instead:
+
+    [problems]
+    task = "chain_sum"                                      # a reasoning-gym task
+    config = { min_terms = 2, max_terms = 3, max_digits = 2 }  # its config dataclass' fields
+    train = 2000                                            # problems in train.jsonl
+    test = 200                                              # held-out problems in test.jsonl
+    seed = 0
+
+Train uses `seed`, test `seed + 1_000_003` (as `cotgen.sources` does for rg:); repeated questions are dropped,
+and test questions that also occur in train are skipped (test takes the first `test` new ones of 4 x `test`
+draws), so the held-out set never overlaps the training problems. Either file can hold fewer rows than asked
+when the task's configuration allows few distinct problems. Files: OUT/problems/
+`rg-TASK-train.jsonl` and `rg-TASK-test.jsonl` ({question, answer}); the stages read them as file sources.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cotgen.errors import CotgenError, InputError
+
+KEYS = {"task", "config", "train", "test", "seed"}
+TEST_SEED_OFFSET = 1_000_003  # = cotgen.sources.RG_TEST_SEED_OFFSET
+
+
+def check(table: dict[str, Any], recipe: Path) -> dict[str, Any]:
+    for key in table:
+        if key not in KEYS:
+            raise InputError(recipe, f"unknown key in [problems] (known: {', '.join(sorted(KEYS))})", field=key)
+    if not isinstance(table.get("task"), str):
+        raise InputError(recipe, "[problems] needs task = \"REASONING_GYM_TASK\"", field="task")
+    spec = {"task": table["task"], "config": dict(table.get("config", {})), "train": int(table.get("train", 1000)),
+            "test": int(table.get("test", 200)), "seed": int(table.get("seed", 0))}
+    if spec["train"] < 1 or spec["test"] < 1:
+        raise InputError(recipe, "[problems] train and test must be >= 1")
+    return spec
+
+
+def file_name(spec: dict[str, Any], split: str) -> str:
+    return f"rg-{spec['task']}-{split}.jsonl"
+
+
+def build(spec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """{"train": [...], "test": [...]} rows of {question, answer}; repeated questions dropped, test disjoint
+    from train."""
+    import reasoning_gym
+
+    def entries(size: int, seed: int) -> list[dict[str, str]]:
+        try:
+            items = reasoning_gym.create_dataset(spec["task"], size=size, seed=seed, **spec["config"])
+        except (ValueError, TypeError, AssertionError, KeyError) as err:
+            raise CotgenError(f"[problems] reasoning-gym cannot build {spec['task']!r} with "
+                              f"{spec['config']}: {err}") from None
+        seen, rows = set(), []
+        for e in items:
+            if e["question"] not in seen and e.get("answer") is not None:
+                seen.add(e["question"])
+                rows.append({"question": e["question"], "answer": str(e["answer"])})
+        return rows
+
+    train = entries(spec["train"], spec["seed"])
+    taken = {r["question"] for r in train}
+    # draw 4x as many test items as asked (a small task's test draws often repeat train questions), keep the
+    # first `test` that are new
+    drawn = entries(4 * spec["test"], spec["seed"] + TEST_SEED_OFFSET)
+    test = [r for r in drawn if r["question"] not in taken][:spec["test"]]
+    if not test:
+        raise CotgenError(f"[problems] every test question of {spec['task']} also occurs in train: the task's "
+                          "configuration allows too few distinct problems")
+    return {"train": train, "test": test}
+
+
+def write(spec: dict[str, Any], folder: Path) -> dict[str, int]:
+    from cotgen.io import write_text
+
+    sets = build(spec)
+    for split, rows in sets.items():
+        write_text(folder / file_name(spec, split), "".join(json.dumps(r) + "\n" for r in rows))
+    return {split: len(rows) for split, rows in sets.items()}

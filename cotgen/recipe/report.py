@@ -1,0 +1,168 @@
+"""The run's report: base vs trained student on the held-out problems, with a paired confidence interval.
+
+For each eval phase, `cotgen.eval.compare` pairs the base run (OUT/eval-base) and the final run (OUT/eval-final)
+over their shared problems: B - A for every metric with a paired bootstrap 95% interval, and McNemar's exact
+test on greedy correctness. The headline is greedy pass@1; the goal (default +10 points with an interval that
+excludes zero) is met or not, and the report says which. Alongside: what each stage produced (traces kept,
+SFT loss, RL rewards) and each stage's wall time. Files: OUT/report.md, OUT/report.json, OUT/report.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cotgen.io import atomic_path, write_text
+from cotgen.recipe.plan import Plan
+
+HEADLINE = "greedy/pass@1"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def compare_phases(plan: Plan) -> list[dict]:
+    from cotgen.eval import compare as cmp
+
+    out = []
+    for base, final in plan.comparisons():
+        c = cmp.compare(base.folder, final.folder)
+        head = next((r for r in c.rows if r["metric"] == HEADLINE), None)
+        protos = {who: (_read_json(s.folder / "metrics.json") or {}).get("protocol", {})
+                  for who, s in (("base", base), ("final", final))}
+        out.append({"phase": base.phase, "base": str(base.folder), "final": str(final.folder),
+                    "comparison": json.loads(cmp.to_json(c)), "markdown": cmp.render(c), "headline": head,
+                    "prompts": {who: {k: p.get(k) for k in ("model", "prompt_style", "prompt_template", "shots_k",
+                                                            "max_tokens", "problems")}
+                                for who, p in protos.items()}})
+    return out
+
+
+def goal(headline: dict | None, points: float) -> dict:
+    if headline is None:
+        return {"points": points, "met": False, "why": "no greedy pass@1 in both runs"}
+    gain = 100 * headline["diff"]
+    met = gain >= points and headline["lo"] > 0
+    why = (f"{gain:+.1f} points, 95% CI [{100 * headline['lo']:+.1f}, {100 * headline['hi']:+.1f}]: "
+           + ("met" if met else "not met") + f" (goal: >= +{points:g} points with the interval above zero)")
+    return {"points": points, "gain_points": round(gain, 2), "ci_points": [round(100 * headline["lo"], 2),
+            round(100 * headline["hi"], 2)], "met": met, "why": why}
+
+
+def stage_facts(plan: Plan) -> dict:
+    """A few numbers from each stage's own outputs, where present."""
+    facts = {}
+    for s in plan.stages:
+        if s.command == "generate":
+            m = _read_json(s.folder / "manifest.json")
+            if m:
+                facts[s.name] = {"samples": m["counts"]["finished"], "problems": m["problems"]["count"],
+                                 "completion_tokens_per_s": m["throughput"].get("completion_tokens_per_s")}
+        elif s.command == "filter":
+            st = _read_json(s.folder / "stats.json")
+            if st:
+                facts[s.name] = {"funnel": st.get("funnel"), "train_rows": st["outputs"].get("train_rows"),
+                                 "validation_rows": st["outputs"].get("validation_rows")}
+        elif s.command in ("train", "rl", "distill train"):
+            st = _read_json(s.folder / "run.json")
+            if st:
+                keys = ("status", "method", "final_step", "first_loss", "last_loss", "last_eval_loss", "first",
+                        "last", "first_eval", "last_eval", "step_time_s", "wall_s")
+                facts[s.name] = {k: st[k] for k in keys if k in st}
+    return facts
+
+
+def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, times: list[dict]) -> str:
+    lines = [f"# cotgen run: {plan.name}", "", f"- recipe: `{plan.recipe}` (copy: `{plan.out}/recipe/recipe.toml`)",
+             f"- run folder: `{plan.out}`", ""]
+    for ph, g in zip(phases, goals):
+        title = "held-out set" + (f" {ph['phase']}" if ph["phase"] else "")
+        h = ph["headline"]
+        lines += [f"## Base vs trained student, {title}", ""]
+        if h:
+            n = ph["comparison"]["shared"]
+            lines += [(f"**Greedy pass@1 on {n} held-out problems: base {100 * h['a']:.1f}% -> trained "
+                       f"{100 * h['b']:.1f}% ({100 * h['diff']:+.1f} points, paired bootstrap 95% CI "
+                       f"[{100 * h['lo']:+.1f}, {100 * h['hi']:+.1f}]).** Goal: {g['why']}."), ""]
+            m = ph["comparison"].get("mcnemar")
+            if m:
+                lines += [(f"McNemar exact test: base alone right on {m['a_only']}, trained alone on "
+                           f"{m['b_only']}, p = {m['p_value']:.3g}."), ""]
+        pb, pf = ph["prompts"]["base"], ph["prompts"]["final"]
+        lines += [("Each model is asked the way it answers best: the base model with "
+                   f"`{pb.get('prompt_style')}` prompts ({pb.get('prompt_template')}), the trained student with "
+                   f"`{pf.get('prompt_style')}` prompts ({pf.get('prompt_template')}); both greedy, at most "
+                   f"{pf.get('max_tokens')} new tokens, the same extractor and verifier."), "",
+                  "<details><summary>every metric</summary>", "", ph["markdown"], "</details>", ""]
+    if facts:
+        lines += ["## Stages", ""]
+        for name, f in facts.items():
+            lines.append(f"- **{name}**: " + ", ".join(f"{k} {_fmt(v)}" for k, v in f.items() if v is not None))
+        lines.append("")
+    if times:
+        lines += ["## Wall time", "", "| stage | status | last run (s) | all runs (s) |", "|---|---|---:|---:|"]
+        lines += [f"| {t['stage']} | {t['status']} | {_fmt(t['wall_s'])} | {_fmt(t['wall_s_total'])} |" for t in times]
+        total = sum(t["wall_s_total"] or 0 for t in times)
+        lines += [f"| total | | | {total:.0f} |", ""]
+    lines += ["![base vs trained](report.png)", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def plot(phases: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [p for p in phases if p["headline"]]
+    if not shown:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    labels = [p["phase"] or "held-out" for p in shown]
+    x = range(len(shown))
+    a = [100 * p["headline"]["a"] for p in shown]
+    b = [100 * p["headline"]["b"] for p in shown]
+    axes[0].bar([i - 0.2 for i in x], a, 0.4, label="base", color="#999999")
+    axes[0].bar([i + 0.2 for i in x], b, 0.4, label="trained", color="#3b75af")
+    axes[0].set_xticks(list(x), labels)
+    axes[0].set_ylabel("greedy pass@1 (%)")
+    axes[0].legend()
+    axes[0].set_title("accuracy")
+    d = [100 * p["headline"]["diff"] for p in shown]
+    lo = [100 * p["headline"]["lo"] for p in shown]
+    hi = [100 * p["headline"]["hi"] for p in shown]
+    axes[1].errorbar(list(x), d, yerr=[[di - l for di, l in zip(d, lo)], [h - di for di, h in zip(d, hi)]],
+                     fmt="o", capsize=6, color="#3b75af")
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylabel("trained - base (points)")
+    axes[1].set_title("paired difference, 95% bootstrap CI")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write(plan: Plan, times: list[dict]) -> str:
+    phases = compare_phases(plan)
+    goals = [goal(p["headline"], plan.goal_points) for p in phases]
+    facts = stage_facts(plan)
+    doc = {"recipe": str(plan.recipe), "out": str(plan.out),
+           "phases": [{k: v for k, v in p.items() if k != "markdown"} | {"goal": g} for p, g in zip(phases, goals)],
+           "stages": facts, "timings": times}
+    write_text(plan.out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
+    plot(phases, plan.out / "report.png")
+    write_text(plan.out / "report.md", markdown(plan, phases, goals, facts, times))
+    return str(plan.out / "report.md")
