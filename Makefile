@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (install, then run the main job on the embedded Gemma 3 270M)
+# The two commands of the README: `make demo` (install, then the cpu-demo recipe on the embedded Gemma 3 270M)
 # and `make test` (install, then run every test, slow ones included). Both start from a fresh clone.
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -27,13 +27,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(COTGEN) models prepare gemma-3-270m
-	$(COTGEN) models check gemma-3-270m
-	$(COTGEN) generate --teacher gemma-3-270m --source gsm8k --split train --n 4 --limit 16 --max-tokens 256 \
-		--temperature 0.8 --out runs/demo/traces
-	$(COTGEN) filter --traces runs/demo/traces --out runs/demo/data
-	$(COTGEN) eval --model gemma-3-270m --backend vllm --source gsm8k --split test --limit 50 --max-tokens 256 \
-		--out runs/demo/eval
+	$(COTGEN) run recipes/cpu-demo.toml
 
 clean:
 	rm -rf $(VENV) runs
