@@ -82,3 +82,21 @@ def test_garbage():
     math = "<reasoning>∑ x² ≤ √2 · π ± ∞, €5 → ¥7; “quoted” — fine</reasoning>\n<answer>5</answer>"
     out = quality([junk, emoji, math])
     assert out["garbage"].to_list() == [True, True, False]
+
+
+def test_repair_keeps_traces_that_only_lack_the_closing_reasoning_tag():
+    import polars as pl
+
+    from cotgen.filter.quality import add_format
+
+    texts = ["<reasoning>3 + 4 = 7\n<answer>7</answer>",  # repairable
+             "<reasoning>ok</reasoning>\n<answer>7</answer>",  # already strict
+             "<reasoning>\n<answer>7</answer>",  # blank reasoning: never
+             "<reasoning>a <answer>7</answer> more",  # text after the answer: never
+             "3 + 4 = 7\n<answer>7</answer>"]  # no reasoning tag: never
+    strict = add_format(pl.DataFrame({"completion": texts}))
+    assert strict["reasoning"].to_list() == [None, "ok", None, None, None]
+    fixed = add_format(pl.DataFrame({"completion": texts}), repair=True)
+    assert fixed["reasoning"].to_list() == ["3 + 4 = 7", "ok", None, None, None]
+    assert fixed["tag_answer"].to_list() == ["7", "7", None, None, None]
+    assert fixed["format_repaired"].to_list() == [True, False, False, False, False]

@@ -356,3 +356,15 @@ def test_cli_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_repair_format_keeps_unclosed_reasoning_with_a_rebuilt_target(tmp_path):
+    unclosed = "<reasoning>48 / 2 = 24 and 48 + 24 = 72.\n<answer>72</answer>"
+    write_traces(tmp_path / "traces", trace_rows([("p1", unclosed, "stop", 20, None)]), shards=1)
+    write_problems(tmp_path / "problems.parquet")
+    strict = run(config(tmp_path, out=tmp_path / "strict"))
+    assert strict["funnel"]["kept"] == 0 and strict["drop_reasons"] == {"format": 1}
+    repaired = run(config(tmp_path, out=tmp_path / "repaired", repair_format=True))
+    assert repaired["funnel"]["kept"] == 1 and repaired["format_repaired"] == {"all_traces": 1, "kept": 1}
+    row = pl.read_parquet(tmp_path / "repaired" / "train.parquet").row(0, named=True)
+    assert row["completion"] == student_target("48 / 2 = 24 and 48 + 24 = 72.", "72")

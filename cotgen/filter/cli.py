@@ -51,6 +51,8 @@ from cotgen.filter.config import SELECT_MODES
     default=None,
     help="Drop problems sharing a word 8-gram with these eval sets, e.g. gsm8k:test,math500.",
 )
+@click.option("--repair-format/--strict-format", default=None,
+              help="Keep traces that only lack </reasoning> (the SFT target is rebuilt). [strict]")
 @click.option("--val-fraction", type=float, default=None, help="Share of problems in validation. [0.05]")
 @click.option("--seed", type=int, default=None, help="Seed of the train/validation split. [0]")
 @click.option("--workers", type=int, default=None, help="Symbolic verifier processes; 0: min(4, CPUs). [0]")

@@ -38,6 +38,7 @@ class FilterConfig:
     max_repeat_frac: float = 0.7
     max_line_repeats: int = 4
     max_garbage_frac: float = 0.05
+    repair_format: bool = False  # keep traces that only lack </reasoning> (their SFT target is rebuilt anyway)
     # verifier
     workers: int = 0  # symbolic-path processes; 0: min(4, CPUs)
     timeout_s: float = 5.0  # per symbolic check; past it the worker is killed and the trace is unverified

@@ -3,6 +3,8 @@
 - `truncated`: finish_reason == "length".
 - `format`: the completion does not match `cotgen.prompts.STUDENT_FORMAT_RE` (each tag exactly once, reasoning
   then answer, neither blank, nothing outside them). The regex's groups give `reasoning` and `tag_answer`.
+  With `repair_format`, a trace that only lacks `</reasoning>` (`UNCLOSED_REASONING_RE`) passes, marked
+  `format_repaired`: its SFT target is rebuilt from the groups anyway.
 - `length`: completion_tokens outside [min_tokens, max_tokens].
 - `repetition`: the share of repeated word 5-grams (`1 - distinct/total`, tokens = words and single symbols,
   lower-cased) is above max_repeat_frac once there are at least MIN_SHINGLES of them, or one line of at least
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cotgen.prompts import STUDENT_FORMAT_RE
+from cotgen.prompts import STUDENT_FORMAT_RE, UNCLOSED_REASONING_RE
 
 FILTERS = ("truncated", "format", "length", "repetition", "garbage")
 SHINGLE = 5
@@ -39,6 +41,7 @@ class QualityLimits:
     max_repeat_frac: float = 0.7
     max_line_repeats: int = 4
     max_garbage_frac: float = 0.05
+    repair_format: bool = False
 
 
 def shingle_expr(text: str = "completion", n: int = SHINGLE, seed: int = 0) -> pl.Expr:
@@ -52,23 +55,26 @@ def shingle_expr(text: str = "completion", n: int = SHINGLE, seed: int = 0) -> p
     return tokens.list.eval(pl.when(last.is_not_null()).then(gram).drop_nulls())
 
 
-def add_format(df: pl.DataFrame, text: str = "completion") -> pl.DataFrame:
-    """Add `reasoning` and `tag_answer`: the stripped groups of STUDENT_FORMAT_RE, null when it does not
-    match."""
-    reasoning, answer = [], []
+def add_format(df: pl.DataFrame, text: str = "completion", *, repair: bool = False) -> pl.DataFrame:
+    """Add `reasoning` and `tag_answer`: the stripped groups of STUDENT_FORMAT_RE (or, with `repair`, of
+    UNCLOSED_REASONING_RE), null when neither matches; and `format_repaired`."""
+    reasoning, answer, repaired = [], [], []
     for t in df[text]:
         m = STUDENT_FORMAT_RE.match(t) if t is not None else None
+        fixed = m is None and repair and t is not None and (m := UNCLOSED_REASONING_RE.match(t)) is not None
         reasoning.append(m.group("reasoning").strip() if m else None)
         answer.append(m.group("answer").strip() if m else None)
+        repaired.append(bool(fixed))
     return df.with_columns(
-        pl.Series("reasoning", reasoning, dtype=pl.String), pl.Series("tag_answer", answer, dtype=pl.String)
+        pl.Series("reasoning", reasoning, dtype=pl.String), pl.Series("tag_answer", answer, dtype=pl.String),
+        pl.Series("format_repaired", repaired, dtype=pl.Boolean),
     )
 
 
 def add_quality(df: pl.DataFrame, limits: QualityLimits, text: str = "completion") -> pl.DataFrame:
     """Add the FILTERS columns (Boolean, True = fails), `repeat_frac`, `garbage_frac`, `reasoning`,
     `tag_answer` and `shingles`. Needs `text`, `finish_reason` and `completion_tokens`."""
-    df = add_format(df, text).with_columns(shingle_expr(text).alias("shingles"))
+    df = add_format(df, text, repair=limits.repair_format).with_columns(shingle_expr(text).alias("shingles"))
     n = pl.col("shingles").list.len()
     lines = (
         pl.col(text)

@@ -59,6 +59,8 @@ def stats(
         },
         "extraction": _counts(rows["method"]),
         "fallback_answers": int(rows["fallback"].sum()),
+        "format_repaired": {"all_traces": int(rows["format_repaired"].sum()),
+                            "kept": int(rows.filter("kept")["format_repaired"].sum())},
         "verification": {
             "status": _counts(rows["status"]),
             "path": _counts(rows["path"]),

@@ -52,6 +52,7 @@ SLIM = [
     "path",
     "correct",
     *FILTERS,
+    "format_repaired",
     "completion_tokens",
     "repeat_frac",
     "garbage_frac",
@@ -118,7 +119,7 @@ def _split(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
 
 
 def _records(
-    kept: pl.DataFrame, files: list[Path], problems: pl.DataFrame, rates: pl.DataFrame
+    kept: pl.DataFrame, files: list[Path], problems: pl.DataFrame, rates: pl.DataFrame, *, repair: bool = False
 ) -> pl.DataFrame:
     from cotgen.prompts import student_prompt, student_target
 
@@ -130,7 +131,8 @@ def _records(
     df = add_format(
         pl.concat(parts)
         if parts
-        else kept.with_columns(completion=pl.lit(None, pl.String), teacher=pl.lit(None, pl.String))
+        else kept.with_columns(completion=pl.lit(None, pl.String), teacher=pl.lit(None, pl.String)),
+        repair=repair,
     )
     df = df.join(
         problems.select("id", "question", "gold"),
@@ -197,7 +199,8 @@ def run(cfg: FilterConfig) -> dict:
         else pl.lit(None, pl.String).alias("contaminated_by")
     )
     limits = QualityLimits(
-        cfg.min_tokens, cfg.max_tokens, cfg.max_repeat_frac, cfg.max_line_repeats, cfg.max_garbage_frac
+        cfg.min_tokens, cfg.max_tokens, cfg.max_repeat_frac, cfg.max_line_repeats, cfg.max_garbage_frac,
+        cfg.repair_format,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.", suffix=".tmp", dir=cfg.out.parent))
@@ -237,7 +240,7 @@ def run(cfg: FilterConfig) -> dict:
             .select("problem_id", "sample_idx", "source", "answer", "_file", "_row", "completion_tokens")
             .collect()
         )
-        records = _records(kept, files, problems, rates)
+        records = _records(kept, files, problems, rates, repair=cfg.repair_format)
         val_ids = _split(records["problem_id"].unique().to_list(), cfg.val_fraction, cfg.seed)
         is_val = pl.col("problem_id").is_in(list(val_ids))
         train, val = records.filter(~is_val), records.filter(is_val)
