@@ -9,6 +9,40 @@ import click
 
 from cotgen.config import flag
 
+# The options `cotgen train` and `cotgen distill train` share (DistillConfig extends TrainConfig).
+TRAINING_OPTIONS = [
+    flag("--lora-rank", type=int, help="Train LoRA adapters of this rank; 0: full weights.  [default: 0]"),
+    flag("--lora-alpha", type=float, help="[default: 2 x rank]"),
+    flag("--lora-modules", help="Regex of the module paths to adapt.  "
+         "[default: every attention and MLP projection]"),
+    flag("--qlora", is_flag=True,
+         help="LoRA over an nf4-quantised frozen base (rank 16 unless --lora-rank)."),
+    flag("--steps", type=int, help="Optimizer steps (overrides --epochs)."),
+    flag("--epochs", type=float, help="Passes over the data.  [default: 1]"),
+    flag("--lr", type=float, help="Peak learning rate.  [default: 2e-4 LoRA, 2e-5 full]"),
+    flag("--warmup-steps", type=int, help="[default: 3% of the steps]"),
+    flag("--batch-size", type=int, help="Rows per step.  [default: 8]"),
+    flag("--max-len", type=int, help="Tokens per row.  [default: 1024]"),
+    flag("--packing/--no-packing", help="Pack several examples per row.  [default: on]"),
+    flag("--dtype", type=click.Choice(["float32", "bfloat16"]),
+         help="Parameter dtype.  [default: float32]"),
+    flag("--seed", type=int, help="Data order and LoRA init.  [default: 0]"),
+    flag("--save-every", type=int, help="Checkpoint every N steps (and at the end).  [default: 100]"),
+    flag("--eval-every", type=int, help="Validation loss every N steps.  [default: 100]"),
+    flag("--mesh", help="Device mesh, e.g. fsdp=4,tp=2.  [default: one device]"),
+    flag("--distributed", is_flag=True,
+         help="Call jax.distributed.initialize() first (multi-host TPU / SLURM)."),
+    flag("--resume", is_flag=True,
+         help="Continue the run in --out from its last checkpoint (same config and data)."),
+    flag("--no-tensorboard", "tensorboard", flag_value=False, help="Skip the TensorBoard event files."),
+]
+
+
+def training_options(fn):
+    """Apply TRAINING_OPTIONS to a click command, in list order."""
+    for option in reversed(TRAINING_OPTIONS):
+        fn = option(fn)
+    return fn
 
 
 @click.command("train")
@@ -19,27 +53,7 @@ from cotgen.config import flag
            "with prompt and completion columns.  [default: runs/data]")
 @flag("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Run folder: config, checkpoints, metrics, loss curve.  [default: runs/sft]")
-@flag("--lora-rank", type=int, help="Train LoRA adapters of this rank; 0: full weights.  [default: 0]")
-@flag("--lora-alpha", type=float, help="[default: 2 x rank]")
-@flag("--lora-modules", help="Regex of the module paths to adapt.  "
-      "[default: every attention and MLP projection]")
-@flag("--qlora", is_flag=True, help="LoRA over an nf4-quantised frozen base (rank 16 unless --lora-rank).")
-@flag("--steps", type=int, help="Optimizer steps (overrides --epochs).")
-@flag("--epochs", type=float, help="Passes over the data.  [default: 1]")
-@flag("--lr", type=float, help="Peak learning rate.  [default: 2e-4 LoRA, 2e-5 full]")
-@flag("--warmup-steps", type=int, help="[default: 3% of the steps]")
-@flag("--batch-size", type=int, help="Rows per step.  [default: 8]")
-@flag("--max-len", type=int, help="Tokens per row.  [default: 1024]")
-@flag("--packing/--no-packing", help="Pack several examples per row.  [default: on]")
-@flag("--dtype", type=click.Choice(["float32", "bfloat16"]), help="Parameter dtype.  [default: float32]")
-@flag("--seed", type=int, help="Data order and LoRA init.  [default: 0]")
-@flag("--save-every", type=int, help="Checkpoint every N steps (and at the end).  [default: 100]")
-@flag("--eval-every", type=int, help="Validation loss every N steps.  [default: 100]")
-@flag("--mesh", help="Device mesh, e.g. fsdp=4,tp=2.  [default: one device]")
-@flag("--distributed", is_flag=True, help="Call jax.distributed.initialize() first (multi-host TPU / SLURM).")
-@flag("--resume", is_flag=True,
-      help="Continue the run in --out from its last checkpoint (same config and data).")
-@flag("--no-tensorboard", "tensorboard", flag_value=False, help="Skip the TensorBoard event files.")
+@training_options
 @flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
 def command(config_path, **flags) -> None:

@@ -45,14 +45,18 @@ log = logging.getLogger("cotgen.train")
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def read_run_config(run_dir: Path) -> TrainConfig:
+RUNS = {"train": "training run", "distill": "distillation run"}  # commands whose runs these checks serve
+
+
+def read_run_config(run_dir: Path, cls=TrainConfig, command: str = "train"):
+    """The resolved config of a `cotgen train` run (or, with cls and command, of a `cotgen distill` run)."""
     path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise CotgenError(f"{run_dir} holds no cotgen train run (no config.toml)")
-    return resolve_config(TrainConfig, path)
+    if not path.is_file() or run_command(run_dir) != command:
+        raise CotgenError(f"{run_dir} holds no cotgen {command} run")
+    return resolve_config(cls, path)
 
 
-def check_out(cfg: TrainConfig, fingerprint: str) -> None:
+def check_out(cfg: TrainConfig, fingerprint: str, *, command: str = "train") -> None:
     """Refuse an output folder holding something else; allow --resume of the same run on the same data."""
     out = cfg.out
     if not out.exists():
@@ -61,16 +65,16 @@ def check_out(cfg: TrainConfig, fingerprint: str) -> None:
         raise CotgenError(f"--out {out} is a file")
     if not (out / "config.toml").is_file():
         if any(out.iterdir()):
-            raise CotgenError(f"--out {out} is not empty and holds no cotgen train run; "
+            raise CotgenError(f"--out {out} is not empty and holds no cotgen {command} run; "
                               "choose another folder")
         return
-    command = run_command(out) or "?"
-    if command != "train":
-        raise CotgenError(f"--out {out} holds the output of `cotgen {command}`; choose another folder")
+    found = run_command(out) or "?"
+    if found != command:
+        raise CotgenError(f"--out {out} holds the output of `cotgen {found}`; choose another folder")
     if not cfg.resume:
-        raise CotgenError(f"--out {out} already holds a training run; pass --resume to continue it, "
+        raise CotgenError(f"--out {out} already holds a {RUNS[command]}; pass --resume to continue it, "
                           "or choose another folder")
-    old = identity(read_run_config(out))
+    old = identity(read_run_config(out, type(cfg), command))
     new = identity(cfg)
     shown = describe_changes(old, new)
     if shown:
@@ -337,9 +341,10 @@ def fit(cfg: TrainConfig, make_trainer, config_cls, *, plan, tok, pad_id: int, p
     return trainer, start
 
 
-def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
-    """(model, LoadedModel of the base, TrainConfig, step) restored from a run's checkpoint (the latest by
-    default).
+def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None,
+                   cls=TrainConfig, command: str = "train"):
+    """(model, LoadedModel of the base, config, step) restored from a train (or, with cls and command, distill)
+    run's checkpoint (the latest by default).
 
     `quantize=False` rebuilds a QLoRA run over an unquantised base (the adapters are the same shapes), which
     is what merging needs."""
@@ -347,7 +352,7 @@ def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | N
 
     from cotgen.models.load import load
 
-    cfg = read_run_config(run_dir)
+    cfg = read_run_config(run_dir, cls, command)
     root = (Path(run_dir) / "checkpoints").resolve()
     if not root.is_dir():
         raise CotgenError(f"{run_dir} has no checkpoints/ folder")
@@ -355,9 +360,9 @@ def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | N
     model = build_model(cfg, loaded, mesh, quantize=quantize)
     manager = checkpoint_manager.CheckpointManager(str(root))
     try:
-        if step is not None and step not in (manager._checkpoint_manager.all_steps() or []):
-            raise CotgenError(f"{root} has no checkpoint for step {step}; steps: "
-                              f"{sorted(manager._checkpoint_manager.all_steps())}")
+        steps = sorted(manager._checkpoint_manager.all_steps() or [])
+        if step is not None and step not in steps:
+            raise CotgenError(f"{root} has no checkpoint for step {step}; steps: {steps}")
         restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=cfg.lora)
     finally:
         manager.close()

@@ -1,0 +1,222 @@
+"""`cotgen distill train`: logit distillation of a Gemma 3 student, online (teacher in memory) or offline
+(stored top-k), on `cotgen train`'s machinery.
+
+The checklist, in order:
+1. Cheap checks before any compute: the data's schema; the output folder (`--resume` needs the same config and
+   data); offline, the logits folder's manifest: same data fingerprint, same tokenizer, a shared vocabulary.
+2. Devices and mesh as in `cotgen.train.sft` (`make_mesh`).
+3. The student through `cotgen.models.load` and `sft.build_model` (full weights, LoRA or QLoRA); online, the
+   teacher too; then the vocabulary guard (`cotgen.distill.vocab`): one tokenizer, and logits cut to the
+   shared vocabulary (HF Gemma 3 4B+ carry 262,208 rows, the 1B and 270M 262,144).
+4. Data exactly as SFT: `cotgen.train.data` tokenizes, plans (shuffled, packed) and batches; offline, each
+   batch also carries the stored top-k rows of its examples laid out at the same positions, after a check that
+   every stored example has the same tokens as the student's tokenization.
+5. `cotgen.distill.trainer.Trainer` (Tunix's DistillationTrainer, keeping packed batches whole) with
+   `MaskedLogitStrategy` (online: full-vocabulary KL) or `TopKStrategy` (offline: KL of the renormalised
+   teacher top k against the student's full-vocabulary log-probabilities at those ids, Gemma 3's recipe; see
+   `cotgen.distill.losses`). Both blend alpha * T^2 * KL + (1 - alpha) * CE over completion tokens; both
+   evaluate the student's completion-token NLL on validation.parquet (`cotgen train`'s validation loss).
+   The same optimizer, schedule, orbax checkpoints and resume (the trainer restores the latest checkpoint and
+   skips the batches already trained).
+6. Metrics (`distill/kl`, `distill/ce`, ...) to OUT/metrics.jsonl and TensorBoard, OUT/loss.png, OUT/run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cotgen import __version__
+from cotgen.config import write_resolved
+from cotgen.distill import store
+from cotgen.distill.config import DistillConfig
+from cotgen.errors import CotgenError
+from cotgen.io import write_text
+from cotgen.models.tokenizer import END_OF_TURN
+from cotgen.train import data, sft
+
+log = logging.getLogger("cotgen.distill")
+COMMAND = "distill"
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def read_run_config(run_dir: Path) -> DistillConfig:
+    return sft.read_run_config(run_dir, DistillConfig, COMMAND)
+
+
+def check_out(cfg: DistillConfig, fingerprint: str) -> None:
+    """`cotgen.train.sft.check_out` for distill runs: refuse a folder holding something else; --resume needs
+    the same config and data."""
+    sft.check_out(cfg, fingerprint, command=COMMAND)
+
+
+def check_logits(cfg: DistillConfig, train_fingerprint: str) -> dict:
+    """The logits folder's manifest, refused when it was made for other data or another --max-len."""
+    manifest = store.read_manifest(cfg.logits)
+    if manifest["data_fingerprint"] != train_fingerprint:
+        raise CotgenError(f"--logits {cfg.logits} was made for other data ({manifest['data_file']}, "
+                          f"{manifest['examples']} examples), not {cfg.data}; "
+                          "run `cotgen distill logits` on it")
+    if cfg.max_len > manifest["max_len"]:
+        raise CotgenError(f"--max-len {cfg.max_len} exceeds the --max-len {manifest['max_len']} the logits "
+                          f"in {cfg.logits} were made with; use at most {manifest['max_len']}")
+    return manifest
+
+
+def _write_state(out: Path, state: dict) -> None:
+    write_text(out / "run.json", json.dumps(state, indent=2) + "\n")
+
+
+def check_tokens(tok: data.Tokenized, topk: store.TopK, logits_dir: Path) -> None:
+    """Every student example must be a prefix of the stored example with the same index."""
+    if len(topk) < len(tok.ids):
+        raise CotgenError(f"--logits {logits_dir} holds {len(topk)} examples, the data {len(tok.ids)}")
+    for i, ids in enumerate(tok.ids):
+        stored = topk.tokens(i)
+        if len(stored) < len(ids) or not np.array_equal(stored[:len(ids)], ids):
+            raise CotgenError(f"--logits {logits_dir}: example {i} was tokenized differently (another "
+                              "tokenizer or --max-len); make the logits with the student's tokenizer and "
+                              "--max-len")
+
+
+class TopKBatches:
+    """`cotgen.train.data.Batches` plus each batch's stored teacher top-k (B, L, k) at the same positions."""
+
+    def __init__(self, batches: data.Batches, tok: data.Tokenized, topk: store.TopK):
+        self.batches, self.tok, self.topk = batches, tok, topk
+        self.step_time = batches.step_time
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        b = self.batches
+        for batch, rows in zip(b, b.plan.batches):
+            if not batch:  # a step a resumed run skips
+                yield batch
+                continue
+            rows, size = data.local_rows(rows, b.batch_size, b.process)
+            yield {**batch, **store.batch_topk(rows, self.tok.lengths, self.topk, size, b.max_len)}
+
+
+# ---------------------------------------------------------------------------------------------------- run
+def run(cfg: DistillConfig, *, callbacks=()) -> dict:
+    """Distil; return the run summary (also OUT/run.json)."""
+    train_path, val_path = data.find_files(cfg.data)
+    train_ex = data.read_examples(train_path)
+    val_ex = data.read_examples(val_path) if val_path else None
+    fingerprint = data.fingerprint(train_ex, val_ex)
+    manifest = check_logits(cfg, data.fingerprint(train_ex)) if cfg.logits is not None else None
+    if cfg.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    import jax
+
+    primary = jax.process_index() == 0
+    if primary:
+        check_out(cfg, fingerprint)
+    resuming = (cfg.out / "config.toml").is_file()
+
+    from cotgen.distill import trainer as kd
+    from cotgen.distill.vocab import shared_vocab, tokenizer_hash
+    from cotgen.models.load import load
+    from cotgen.train import metrics
+
+    mesh = sft.make_mesh(cfg.mesh)
+    started = time.perf_counter()
+    loaded = load(cfg.model, dtype=cfg.dtype, mesh=mesh)
+    tokenizer = loaded.tokenizer
+    student_hash = tokenizer_hash(tokenizer)
+    teacher = None
+    if cfg.teacher is not None:
+        teacher = load(cfg.teacher, dtype=cfg.dtype, mesh=mesh)
+        vocab = shared_vocab(cfg.teacher, tokenizer_hash(teacher.tokenizer), teacher.config.num_embed,
+                             cfg.model, student_hash, loaded.config.num_embed)
+    else:
+        vocab = shared_vocab(f"{manifest['teacher']} (logits in {cfg.logits})", manifest["tokenizer_hash"],
+                             manifest["vocab"], cfg.model, student_hash, loaded.config.num_embed)
+    eot = tokenizer.piece_to_id(END_OF_TURN)
+    if eot is None:
+        raise CotgenError(f"{cfg.model}: the tokenizer has no {END_OF_TURN} piece to end the student's turn")
+
+    process = (jax.process_index(), jax.process_count())
+    tok = data.tokenize(train_ex, tokenizer, eot, cfg.max_len)
+    topk = None
+    if manifest is not None:
+        topk = store.TopK(cfg.logits)
+        check_tokens(tok, topk, cfg.logits)
+    shape = dict(batch_size=cfg.batch_size, max_len=cfg.max_len, seed=cfg.seed, window=cfg.pack_window,
+                 steps=cfg.steps, epochs=cfg.epochs)
+    plan = data.plan(tok.lengths, packing=cfg.packing, **shape)
+    val_batches = None
+    if val_ex is not None:
+        val_tok = data.tokenize(val_ex, tokenizer, eot, cfg.max_len)
+        val_batches = data.eval_batches(val_tok, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                                        packing=cfg.packing, window=cfg.pack_window, limit=cfg.eval_batches,
+                                        pad_id=tokenizer.pad_id(), process=process)
+    fill = data.fill(plan, tok, cfg.batch_size, cfg.max_len)
+    log.info("%s distillation: %d train examples (%d cut at %d, %d dropped), %d steps = %.2f epochs, "
+             "%.1f%% real tokens per batch", cfg.mode, len(tok.ids), tok.n_truncated, cfg.max_len,
+             tok.n_dropped, plan.steps, plan.epochs, 100 * fill["real_token_fraction"])
+
+    if primary:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_resolved(cfg, cfg.out, COMMAND)
+    state = {
+        "status": "running", "cotgen_version": __version__, "mode": cfg.mode, "student": cfg.model,
+        "teacher": cfg.teacher or manifest["teacher"], "logits": str(cfg.logits) if cfg.logits else None,
+        "top_k": manifest["top_k"] if manifest else None, "vocab": vocab, "method": cfg.method,
+        "model_source": {"kind": loaded.source.kind, "path": str(loaded.source.path or "")},
+        "data_files": [str(train_path), *([str(val_path)] if val_path else [])],
+        "data_fingerprint": fingerprint,
+        "examples": {"train": len(tok.ids), "truncated": tok.n_truncated, "dropped": tok.n_dropped,
+                     "validation": len(val_ex) if val_ex else 0},
+        "steps": plan.steps, "epochs": plan.epochs, "fill": fill, "temperature": cfg.temperature,
+        "alpha": cfg.alpha, "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
+    }
+    if primary:
+        _write_state(cfg.out, state)
+
+    student = sft.build_model(cfg, loaded, mesh)
+    strategy_cls = kd.MaskedLogitStrategy if teacher is not None else kd.TopKStrategy
+    strategy = strategy_cls(vocab, cfg.temperature, cfg.alpha)
+    from tunix.distillation import distillation_trainer
+
+    def make_trainer(optimizer, training_config):
+        return kd.Trainer(student, teacher.model if teacher else None, strategy, optimizer, training_config)
+
+    trainer, start = sft.fit(cfg, make_trainer, distillation_trainer.TrainingConfig, plan=plan, tok=tok,
+                             pad_id=tokenizer.pad_id(), process=process, val_batches=val_batches, mesh=mesh,
+                             description=f"cotgen distill ({cfg.mode})", callbacks=callbacks, primary=primary,
+                             resuming=resuming,
+                             wrap_batches=(lambda b: TopKBatches(b, tok, topk)) if topk is not None else None)
+
+    rows = metrics.read(cfg.out / "metrics.jsonl")
+    if primary:
+        metrics.plot_loss(rows, cfg.out / "loss.png", title=f"{cfg.model} {cfg.mode} KD ({cfg.method})")
+    train_rows = [r for r in rows if r["mode"] == "train" and "loss" in r]
+    eval_rows = [r for r in rows if r["mode"] == "eval" and "loss" in r]
+    state.update(
+        status="done", final_step=trainer.train_steps, resumed_from=start,
+        wall_s=round(time.perf_counter() - started, 1),
+        first_loss=train_rows[0]["loss"] if train_rows else None,
+        last_loss=train_rows[-1]["loss"] if train_rows else None,
+        last_kl=next((r["distill/kl"] for r in reversed(train_rows) if "distill/kl" in r), None),
+        first_eval_loss=eval_rows[0]["loss"] if eval_rows else None,
+        last_eval_loss=eval_rows[-1]["loss"] if eval_rows else None,
+        checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)),
+    )
+    if primary:
+        _write_state(cfg.out, state)
+    return state
+
+
+def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
+    """(student model, LoadedModel of its base, DistillConfig, step) from a distill run's checkpoint (the
+    latest by default); the signature of `cotgen.train.sft.model_from_run`, for `cotgen export`."""
+    return sft.model_from_run(run_dir, step, quantize=quantize, mesh=mesh, cls=DistillConfig, command=COMMAND)
