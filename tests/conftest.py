@@ -19,6 +19,29 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gsm8k_rows(data_dir):
+    """rows(n): the n shortest of the first 200 GSM8K train problems as prompt/completion rows in the student
+    format (the reference solution, <<calculator>> notes removed, as the reasoning)."""
+    import json
+    import re
+
+    from cotgen import prompts
+
+    def rows(n: int) -> list[dict]:
+        items = [json.loads(line) for line in (data_dir / "gsm8k" / "train.jsonl").read_text().splitlines()[:200]]
+        items.sort(key=lambda it: len(it["question"]) + len(it["answer"]))
+        out = []
+        for item in items[:n]:
+            reasoning, _, answer = item["answer"].rpartition("####")
+            out.append({"prompt": prompts.student_prompt(item["question"]),
+                        "completion": prompts.student_target(re.sub(r"<<[^>]*>>", "", reasoning),
+                                                             answer.strip())})
+        return out
+
+    return rows
+
+
+@pytest.fixture(scope="session")
 def embedded_folder() -> Path:
     """The prepared embedded Gemma 3 270M (converted once per cache)."""
     from cotgen.models.prepare import prepare

@@ -8,25 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from cotgen import prompts
-
-
-def _gsm8k_rows(path, n: int) -> list[dict]:
-    """The `n` shortest of the first 200 GSM8K train problems, in the student format."""
-    import re
-
-    items = [json.loads(line) for line in path.read_text().splitlines()[:200]]
-    items.sort(key=lambda it: len(it["question"]) + len(it["answer"]))
-    rows = []
-    for item in items[:n]:
-        reasoning, _, answer = item["answer"].rpartition("####")
-        rows.append({"prompt": prompts.student_prompt(item["question"]),
-                     "completion": prompts.student_target(re.sub(r"<<[^>]*>>", "", reasoning), answer.strip())})
-    return rows
-
 
 @pytest.mark.slow
-def test_vllm_and_tunix_top_k_agree_then_both_modes_train_a_truncated_student(embedded_folder, data_dir,
+def test_vllm_and_tunix_top_k_agree_then_both_modes_train_a_truncated_student(embedded_folder, gsm8k_rows,
                                                                               tmp_path):
     from cotgen.distill import store
     from cotgen.distill.config import DistillConfig, LogitsConfig
@@ -34,7 +18,7 @@ def test_vllm_and_tunix_top_k_agree_then_both_modes_train_a_truncated_student(em
     from cotgen.distill.run import run as distill
     from cotgen.distill.student import truncate
 
-    rows = _gsm8k_rows(data_dir / "gsm8k" / "train.jsonl", 8)
+    rows = gsm8k_rows(8)
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
     common = dict(teacher="gemma-3-270m", data=train, top_k=64, max_len=192, dtype="float32")

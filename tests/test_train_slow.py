@@ -4,7 +4,6 @@ logits (slow: about a minute and a half on 2 CPU cores)."""
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -12,20 +11,8 @@ import pytest
 from cotgen import prompts
 
 
-def _gsm8k_rows(path, n: int) -> list[dict]:
-    """The `n` shortest of the first 200 GSM8K train problems, in the student format."""
-    items = [json.loads(line) for line in path.read_text().splitlines()[:200]]
-    items.sort(key=lambda it: len(it["question"]) + len(it["answer"]))
-    rows = []
-    for item in items[:n]:
-        reasoning, _, answer = item["answer"].rpartition("####")
-        rows.append({"prompt": prompts.student_prompt(item["question"]),
-                     "completion": prompts.student_target(re.sub(r"<<[^>]*>>", "", reasoning), answer.strip())})
-    return rows
-
-
 @pytest.mark.slow
-def test_lora_sft_of_the_270m_then_merged_export(embedded_folder, data_dir, tmp_path):
+def test_lora_sft_of_the_270m_then_merged_export(embedded_folder, gsm8k_rows, tmp_path):
     import jax.numpy as jnp
 
     from cotgen.models.load import load
@@ -34,7 +21,7 @@ def test_lora_sft_of_the_270m_then_merged_export(embedded_folder, data_dir, tmp_
     from cotgen.train.sft import model_from_run, run
 
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in _gsm8k_rows(data_dir / "gsm8k" / "train.jsonl", 4)))
+    train.write_text("".join(json.dumps(r) + "\n" for r in gsm8k_rows(4)))
     out = tmp_path / "sft"
     state = run(TrainConfig(model="gemma-3-270m", data=train, out=out, lora_rank=8, steps=3, batch_size=2,
                             max_len=192, lr=1e-3, tensorboard=False))

@@ -153,12 +153,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
     shape = dict(batch_size=cfg.batch_size, max_len=cfg.max_len, seed=cfg.seed, window=cfg.pack_window,
                  steps=cfg.steps, epochs=cfg.epochs)
     plan = data.plan(tok.lengths, packing=cfg.packing, **shape)
-    val_batches = None
-    if val_ex is not None:
-        val_tok = data.tokenize(val_ex, tokenizer, eot, cfg.max_len)
-        val_batches = data.eval_batches(val_tok, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                                        packing=cfg.packing, window=cfg.pack_window, limit=cfg.eval_batches,
-                                        pad_id=tokenizer.pad_id(), process=process)
+    val_batches = data.validation_batches(val_ex, tokenizer, eot, cfg, process)
     fill = data.fill(plan, tok, cfg.batch_size, cfg.max_len)
     log.info("%s distillation: %d train examples (%d cut at %d, %d dropped), %d steps = %.2f epochs, "
              "%.1f%% real tokens per batch", cfg.mode, len(tok.ids), tok.n_truncated, cfg.max_len,

@@ -308,6 +308,15 @@ class Batches:
         return None if start is None or end is None else end - start
 
 
+def validation_batches(examples, tokenizer, eot: int, cfg, process: tuple[int, int] = (0, 1)):
+    """The validation set of a TrainConfig-like `cfg` as eval batches (None without one)."""
+    if examples is None:
+        return None
+    tok = tokenize(examples, tokenizer, eot, cfg.max_len)
+    return eval_batches(tok, batch_size=cfg.batch_size, max_len=cfg.max_len, packing=cfg.packing,
+                        window=cfg.pack_window, limit=cfg.eval_batches, pad_id=tokenizer.pad_id(), process=process)
+
+
 def eval_batches(tok: Tokenized, *, batch_size: int, max_len: int, packing: bool, window: int,
                  limit: int | None, pad_id: int = 0,
                  process: tuple[int, int] = (0, 1)) -> list[dict[str, np.ndarray]]:

@@ -222,12 +222,7 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     plan = data.plan(tok.lengths, packing=cfg.packing, **shape)
     fill = {name: data.fill(data.plan(tok.lengths, packing=on, **shape), tok, cfg.batch_size, cfg.max_len)
             for name, on in (("packed", True), ("unpacked", False))}
-    val_batches = None
-    if val_ex is not None:
-        val_tok = data.tokenize(val_ex, tokenizer, eot, cfg.max_len)
-        val_batches = data.eval_batches(val_tok, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                                        packing=cfg.packing, window=cfg.pack_window, limit=cfg.eval_batches,
-                                        pad_id=tokenizer.pad_id(), process=process)
+    val_batches = data.validation_batches(val_ex, tokenizer, eot, cfg, process)
     log.info("%d train examples (%d cut at %d tokens, %d dropped), %d steps = %.2f epochs; real tokens per "
              "batch: %.1f%% packed, %.1f%% unpacked", len(tok.ids), tok.n_truncated, cfg.max_len,
              tok.n_dropped, plan.steps, plan.epochs, 100 * fill["packed"]["real_token_fraction"],
