@@ -581,25 +581,13 @@ def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | N
     """(model, LoadedModel of the base, RLConfig, step) restored from an rl run's checkpoint (latest by default),
     shaped like `cotgen.train.sft.model_from_run`, so export can merge and write it the same way. `quantize` is
     accepted for that shared signature; rl never quantises its base."""
-    from tunix.sft import checkpoint_manager
+    from cotgen.train.sft import checkpoint_root, restore
 
     cfg = read_run_config(run_dir)
-    root = (Path(run_dir) / "checkpoints" / "actor").resolve()
-    if not root.is_dir():
-        raise CotgenError(f"{run_dir} has no checkpoints/actor/ folder")
+    root = checkpoint_root(run_dir, "checkpoints/actor")
     loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
     model = build_actor(cfg, loaded, mesh)[0] if cfg.lora else loaded.model
-    manager = checkpoint_manager.CheckpointManager(str(root))
-    try:
-        steps = sorted(manager._checkpoint_manager.all_steps() or [])
-        if step is not None and step not in steps:
-            raise CotgenError(f"{root} has no checkpoint for step {step}; steps: {steps}")
-        restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=cfg.lora)
-    finally:
-        manager.close()
-    if restored == 0:
-        raise CotgenError(f"{root} holds no checkpoint yet")
-    return model, loaded, cfg, restored
+    return model, loaded, cfg, restore(model, root, step, lora=cfg.lora)
 
 
 def summarize(rows: list[dict]) -> dict:

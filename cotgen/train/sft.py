@@ -343,24 +343,34 @@ def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | N
 
     `quantize=False` rebuilds a QLoRA run over an unquantised base (the adapters are the same shapes), which
     is what merging needs."""
-    from tunix.sft import checkpoint_manager
-
     from cotgen.models.load import load
 
     cfg = read_run_config(run_dir, cls, command)
-    root = (Path(run_dir) / "checkpoints").resolve()
-    if not root.is_dir():
-        raise CotgenError(f"{run_dir} has no checkpoints/ folder")
+    root = checkpoint_root(run_dir, "checkpoints")
     loaded = load(cfg.model, dtype=cfg.dtype, mesh=mesh)
     model = build_model(cfg, loaded, mesh, quantize=quantize)
+    return model, loaded, cfg, restore(model, root, step, lora=cfg.lora)
+
+
+def checkpoint_root(run_dir: Path, sub: str) -> Path:
+    root = (Path(run_dir) / sub).resolve()
+    if not root.is_dir():
+        raise CotgenError(f"{run_dir} has no {sub}/ folder")
+    return root
+
+
+def restore(model, root: Path, step: int | None, *, lora: bool) -> int:
+    """Restore Tunix checkpoint `step` (the latest when None) under `root` into `model`; the step restored."""
+    from tunix.sft import checkpoint_manager
+
     manager = checkpoint_manager.CheckpointManager(str(root))
     try:
         steps = sorted(manager._checkpoint_manager.all_steps() or [])
         if step is not None and step not in steps:
             raise CotgenError(f"{root} has no checkpoint for step {step}; steps: {steps}")
-        restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=cfg.lora)
+        restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=lora)
     finally:
         manager.close()
     if restored == 0:
         raise CotgenError(f"{root} holds no checkpoint yet")
-    return model, loaded, cfg, restored
+    return restored
