@@ -3,6 +3,7 @@
 Stages (each a real `cotgen` command in a subprocess, timed; `--stages` picks some, `--work` keeps the folders
 so stages can run one at a time):
 - `data`: GSM8K train problems in the student format (reference solutions, <<calculator>> notes removed),
+  or with `--teacher-traces N` the teacher's own samples on N GSM8K questions (`cotgen generate`, chat prompt);
   the ones whose whole example fits `--max-len`; `--train` of them as train.parquet and `--val` more as
   validation.parquet (`cotgen filter`'s layout).
 - `student`: `cotgen distill student TEACHER --layers N`: the teacher's first N layers.
@@ -44,6 +45,22 @@ def cotgen(*args: str, log: Path) -> float:
     return time.perf_counter() - start
 
 
+def teacher_examples(args, work: Path) -> list[dict]:
+    """`cotgen generate` with the teacher itself on GSM8K train questions (one sample each, its chat prompt,
+    temperature `--teacher-temperature`): rows of (the exact prompt it saw, what it wrote). Held-out NLL on such
+    rows is what distillation minimises: the student's cross entropy against the teacher's own distribution."""
+    import polars as pl
+
+    out = work / "traces"
+    cotgen("generate", "--teacher", args.teacher, "--source", "gsm8k", "--split", "train", "--limit",
+           str(args.teacher_traces), "--n", "1", "--temperature", str(args.teacher_temperature),
+           "--prompt-style", "chat", "--max-tokens", str(args.teacher_max_tokens), "--max-model-len", "1024",
+           "--out", str(out), log=work / "generate.log")
+    df = pl.read_parquet(out / "traces-*.parquet").filter(pl.col("error").is_null()).sort("problem_id")
+    return [{"prompt": r["prompt"], "completion": r["completion"].strip()}
+            for r in df.iter_rows(named=True) if r["completion"].strip()]
+
+
 def stage_data(args, work: Path) -> dict:
     import polars as pl
 
@@ -54,14 +71,18 @@ def stage_data(args, work: Path) -> dict:
     from cotgen.models.tokenizer import Tokenizer
 
     tk = Tokenizer.from_folder(resolve(args.teacher).path)
-    rows = gsm8k_examples(args.data_dir / "gsm8k" / "train.jsonl", 3000)
+    if args.teacher_traces:
+        rows = teacher_examples(args, work)
+    else:
+        rows = gsm8k_examples(args.data_dir / "gsm8k" / "train.jsonl", 3000)
     fits = [r for r in rows
             if len(tk.encode(r["prompt"], add_bos=True)) + len(tk.encode(r["completion"])) + 1 <= args.max_len]
     out = work / "data"
     out.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(fits[:args.train]).write_parquet(out / "train.parquet")
     pl.DataFrame(fits[args.train:args.train + args.val]).write_parquet(out / "validation.parquet")
-    return {"train": min(args.train, len(fits)), "validation": len(fits[args.train:args.train + args.val])}
+    return {"text": "teacher samples" if args.teacher_traces else "GSM8K reference solutions",
+            "train": min(args.train, len(fits)), "validation": len(fits[args.train:args.train + args.val])}
 
 
 def stage_student(args, work: Path) -> dict:
@@ -204,6 +225,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--teacher-traces", type=int, default=0,
+                        help="data: sample the text from the teacher on this many GSM8K train questions "
+                             "(default: GSM8K reference solutions)")
+    parser.add_argument("--teacher-temperature", type=float, default=1.0)
+    parser.add_argument("--teacher-max-tokens", type=int, default=160)
     parser.add_argument("--tag", default="", help="suffix of the training runs' folder names")
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="write the report here as JSON")

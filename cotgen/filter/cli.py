@@ -7,68 +7,58 @@ from pathlib import Path
 
 import click
 
+from cotgen.config import flag
 from cotgen.filter.config import SELECT_MODES
 
 
 @click.command("filter")
-@click.option(
+@flag(
     "--traces",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
     help="Folder of `cotgen generate` Parquet traces.  [default: runs/traces]",
 )
-@click.option(
+@flag(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
     help="Folder to write train/validation Parquet, stats and summary into.  [default: runs/data]",
 )
-@click.option(
+@flag(
     "--problems",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="PROBLEM_SCHEMA Parquet (`cotgen problems SOURCE --out FILE`); default: the source named in "
     "the traces' config.toml.",
 )
-@click.option(
-    "--source", default=None, help="Problem source of the traces (overrides the traces' config.toml)."
-)
-@click.option("--split", default=None, help="Split of --source.")
-@click.option(
-    "--max-per-problem", type=int, default=None, help="Keep at most K verified traces per problem. [4]"
-)
-@click.option(
+@flag("--source", help="Problem source of the traces (overrides the traces' config.toml).")
+@flag("--split", help="Split of --source.")
+@flag("--max-per-problem", type=int, help="Keep at most K verified traces per problem. [4]")
+@flag(
     "--select",
     "select_mode",
     type=click.Choice(SELECT_MODES),
-    default=None,
     help="Which K to keep: the shortest, or the most diverse (farthest-first). [shortest]",
 )
-@click.option("--min-tokens", type=int, default=None, help="Drop completions shorter than this. [8]")
-@click.option("--max-tokens", type=int, default=None, help="Drop completions longer than this. [2048]")
-@click.option(
+@flag("--min-tokens", type=int, help="Drop completions shorter than this. [8]")
+@flag("--max-tokens", type=int, help="Drop completions longer than this. [2048]")
+@flag(
     "--decontaminate",
-    default=None,
     help="Drop problems sharing a word 8-gram with these eval sets, e.g. gsm8k:test,math500.",
 )
-@click.option("--repair-format/--strict-format", default=None,
-              help="Keep traces that only lack </reasoning> (the SFT target is rebuilt). [strict]")
-@click.option("--val-fraction", type=float, default=None, help="Share of problems in validation. [0.05]")
-@click.option("--seed", type=int, default=None, help="Seed of the train/validation split. [0]")
-@click.option("--workers", type=int, default=None, help="Symbolic verifier processes; 0: min(4, CPUs). [0]")
-@click.option("--timeout-s", type=float, default=None, help="Per-item limit of a symbolic check. [5]")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing --out folder.")
-@click.option(
+@flag("--repair-format/--strict-format",
+      help="Keep traces that only lack </reasoning> (the SFT target is rebuilt). [strict]")
+@flag("--val-fraction", type=float, help="Share of problems in validation. [0.05]")
+@flag("--seed", type=int, help="Seed of the train/validation split. [0]")
+@flag("--workers", type=int, help="Symbolic verifier processes; 0: min(4, CPUs). [0]")
+@flag("--timeout-s", type=float, help="Per-item limit of a symbolic check. [5]")
+@flag("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@flag(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="TOML file of option values (flags given on the command line override it).",
 )
-@click.option(
+@flag(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
     envvar="COTGEN_DATA_DIR",
     help="Folder laid out like shared/data; default $COTGEN_DATA_DIR.",
 )
