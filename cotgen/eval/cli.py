@@ -7,10 +7,8 @@ from pathlib import Path
 import click
 
 from cotgen.config import flag
-
 from cotgen.errors import CotgenError
-from cotgen.generate.config import BACKENDS
-
+from cotgen.generate.cli import engine_options
 
 
 @click.command("eval")
@@ -30,19 +28,12 @@ from cotgen.generate.config import BACKENDS
       "else chat]")
 @flag("--shots", help="Exemplar set of few_shot prompts.  [default: math for math*, else gsm8k]")
 @flag("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: the whole set: gsm8k 8, math 4]")
-@flag("--backend", type=click.Choice(BACKENDS), help="[default: vllm]")
 @flag("--out", type=click.Path(file_okay=False, path_type=Path),
       help="Report folder (metrics.json, samples.parquet, summary.md, plots).  [default: runs/eval]; with "
       "--compare, also write compare.md and compare.json there.")
 @flag("--seed", type=int, help="Seed of the sampled pass.  [default: 0]")
-@flag("--batch-size", type=int, help="Problems per backend call.  [default: generate's for the backend]")
-@flag("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
-      help="[default: bfloat16 (vllm), float32 (tunix)]")
-@flag("--enforce-eager/--no-enforce-eager", help="vllm: skip graph compilation.  [default: on]")
-@flag("--max-model-len", type=int, help="vllm: context length of the engine.  [default: 4096]")
-@flag("--base-url", help="openai: server URL.  [default: http://127.0.0.1:8000/v1]")
-@flag("--api-key-env", help="openai: variable holding the API key.  [default: OPENAI_API_KEY]")
-@flag("--concurrency", type=int, help="openai: requests in flight.  [default: 16]")
+@engine_options(batch_help="Problems per backend call.  [default: generate's for the backend]",
+                eager_default="on")
 @flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
 @flag("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="COTGEN_DATA_DIR",

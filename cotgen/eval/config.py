@@ -9,18 +9,17 @@ import dataclasses
 from pathlib import Path
 
 from cotgen.errors import CotgenError
-from cotgen.generate.config import BACKENDS, is_base_model
+from cotgen.generate.config import EngineConfig, is_base_model
 
 PROMPT_STYLES = ("chat", "few_shot")
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(EngineConfig):
     model: str = "gemma-3-270m"
     source: str = "gsm8k"
     split: str = "test"
     out: Path = Path("runs/eval")
-    backend: str = "vllm"
     k: int = 1  # samples per problem at `temperature` besides the greedy one; 1: greedy only
     temperature: float = 0.6  # of the k samples (the greedy pass is always temperature 0)
     top_p: float = 1.0
@@ -31,33 +30,16 @@ class EvalConfig:
     prompt_style: str | None = None  # chat | few_shot; None: few_shot for base models, chat otherwise
     shots: str | None = None  # exemplar set of few_shot prompts; None: math for math*, else gsm8k
     shots_k: int | None = None  # exemplars per few_shot prompt; None: the whole set (gsm8k 8, math 4)
-    batch_size: int | None = None  # problems per backend call; None: generate's default for the backend
-    dtype: str | None = None  # None: bfloat16 for vllm, float32 for tunix
-    # vllm
-    enforce_eager: bool = True
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    # openai
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16
-    max_retries: int = 6
-    request_timeout: float = 600.0
+    enforce_eager: bool = True  # eval jobs are short: start in ~16 s rather than compile for ~60 s
 
     def __post_init__(self):
         for name in ("out", "data_dir"):  # TOML gives strings
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.backend not in BACKENDS:
-            raise CotgenError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        for name, low in (("k", 1), ("max_tokens", 1), ("shots_k", 0), ("max_model_len", 1)):
+        self.check_engine()
+        for name, low in (("k", 1), ("max_tokens", 1), ("shots_k", 0), ("limit", 1)):
             if getattr(self, name) is not None and getattr(self, name) < low:
                 raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 1:
-            raise CotgenError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CotgenError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not 0 < self.top_p <= 1:
             raise CotgenError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.k > 1 and self.temperature <= 0:

@@ -20,12 +20,45 @@ IDENTITY = ("teacher", "source", "split", "prompt_style", "shots", "shots_k", "n
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerateConfig:
+class EngineConfig:
+    """Where samples come from: the backend and its settings, shared by `cotgen generate` and `cotgen eval`
+    (eval builds one GenerateConfig per pass from its fields of the same name)."""
+
+    backend: str = "vllm"
+    batch_size: int | None = None  # problems per committed chunk / backend call; None: the backend's default
+    dtype: str | None = None  # None: bfloat16 for vllm, float32 for tunix
+    # vllm
+    # Measured on the 270M, 2 CPU cores (bench/bench_generate.py): eager starts in 16 s instead of 59 s but
+    # decodes ~7% slower (100 vs 108 tok/s); real generation jobs run for hours, so generate compiles by default
+    # (eval, whose jobs are short, overrides this default).
+    enforce_eager: bool = False
+    max_model_len: int = 4096
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    # openai
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    max_retries: int = 6
+    request_timeout: float = 600.0
+
+    def check_engine(self) -> None:
+        if self.backend not in BACKENDS:
+            raise CotgenError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        for name, low in (("concurrency", 1), ("max_retries", 0), ("tensor_parallel_size", 1),
+                          ("data_parallel_size", 1), ("max_model_len", 1), ("batch_size", 1)):
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise CotgenError(f"unknown --dtype {self.dtype!r}; known: float32, bfloat16, float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig(EngineConfig):
     teacher: str = "gemma-3-270m"
     source: str = "gsm8k"
     split: str = "train"
     out: Path = Path("runs/traces")
-    backend: str = "vllm"
     n: int = 8  # samples per problem
     temperature: float = 0.8
     top_p: float = 1.0
@@ -38,40 +71,19 @@ class GenerateConfig:
     prompt_style: str | None = None  # chat | few_shot; None: few_shot for base models, chat otherwise
     shots: str | None = None  # exemplar set for few_shot prompts; None: math for math*, else gsm8k
     shots_k: int = 8  # exemplars in a few_shot prompt
-    batch_size: int | None = None  # problems per committed chunk; None: the backend's default
-    dtype: str | None = None  # None: bfloat16 for vllm, float32 for tunix
-    # vllm
-    # Measured on the 270M, 2 CPU cores (bench/bench_generate.py): eager starts in 16 s instead of 59 s but
-    # decodes ~7% slower (100 vs 108 tok/s); real generation jobs run for hours, so compile by default.
-    enforce_eager: bool = False
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    # openai
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16
-    max_retries: int = 6
-    request_timeout: float = 600.0
 
     def __post_init__(self):
         for name in ("out", "data_dir"):  # TOML gives strings
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.backend not in BACKENDS:
-            raise CotgenError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
-        for name, low in (("n", 1), ("max_tokens", 1), ("logprobs", 0), ("shots_k", 0), ("concurrency", 1),
-                          ("max_retries", 0), ("tensor_parallel_size", 1), ("data_parallel_size", 1)):
+        self.check_engine()
+        for name, low in (("n", 1), ("max_tokens", 1), ("logprobs", 0), ("shots_k", 0)):
             if getattr(self, name) < low:
                 raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CotgenError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise CotgenError("--temperature must be >= 0 and --top-p in (0, 1]")
         if self.shard is not None:
             parse_shard(self.shard)
-        if self.dtype not in (None, "float32", "bfloat16", "float16"):
-            raise CotgenError(f"unknown --dtype {self.dtype!r}; known: float32, bfloat16, float16")
 
     def identity(self) -> dict:
         """The parameters that define the output (JSON-ready)."""
