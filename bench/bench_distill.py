@@ -111,6 +111,8 @@ def stage_logits(args, work: Path) -> dict:
                                                  "--limit", str(args.compare)]),
             ("cmp_vllm_bf16_k%d" % args.top_k, ["--backend", "vllm", "--top-k", str(args.top_k), "--dtype",
                                                "bfloat16", "--limit", str(args.compare)])]
+    if not args.compare:  # producers' agreement measured elsewhere: only the training logits
+        jobs = jobs[:1]
     for name, extra in jobs:
         out = work / "logits" / name
         if not (out / "manifest.json").is_file():
@@ -118,6 +120,8 @@ def stage_logits(args, work: Path) -> dict:
         runs[name] = _manifest(out)
         print(name, json.dumps(runs[name]), flush=True)
     k, big = args.top_k, args.top_k_large
+    if not args.compare:
+        return {"runs": runs}
     agreement = store.compare(work / "logits" / f"cmp_tunix_k{k}", work / "logits" / f"cmp_vllm_k{k}")
     bf16 = store.compare(work / "logits" / f"cmp_tunix_k{k}", work / "logits" / f"cmp_vllm_bf16_k{k}")
     print("agreement tunix f32 vs vllm f32:", json.dumps(agreement), flush=True)
@@ -218,7 +222,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--top-k", type=int, default=64)
     parser.add_argument("--top-k-large", type=int, default=256)
-    parser.add_argument("--compare", type=int, default=48, help="examples for the producer comparison")
+    parser.add_argument("--compare", type=int, default=48, help="examples for the producer comparison; 0: skip it")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)

@@ -131,25 +131,14 @@ def section_gsm8k(n: int, seed: int) -> dict:
     k = min(n, 3000)  # math-verify is slow: time it on a prefix
     mv, t_mv = timed(lambda: [mv_check(t, g, False) for t, g in zip(texts[:k], golds[:k])])
     mv_a, t_mv_a = timed(lambda: [mv_check(a, g, True) for a, g in zip(written[:k], golds[:k])])
-    return {
-        "pairs": n,
-        "math_verify_pairs": k,
-        "symbolic_pairs_sent": symbolic,
-        "completions": {
-            "cotgen_pairs_per_s": round(n / t_ours),
-            "math_verify_pairs_per_s": round(k / t_mv),
-            "ratio": round((n / t_ours) / (k / t_mv), 1),
-            "cotgen_accuracy": accuracy(ours, labels),
-            "math_verify_accuracy": accuracy(mv, labels[:k]),
-        },
-        "answers_only": {
-            "cotgen_pairs_per_s": round(n / t_ours_a),
-            "math_verify_pairs_per_s": round(k / t_mv_a),
-            "ratio": round((n / t_ours_a) / (k / t_mv_a), 1),
-            "cotgen_accuracy": accuracy(ours_a, labels),
-            "math_verify_accuracy": accuracy(mv_a, labels[:k]),
-        },
-    }
+    def side_by_side(t_cotgen, t_mv, got, got_mv) -> dict:
+        return {"cotgen_pairs_per_s": round(n / t_cotgen), "math_verify_pairs_per_s": round(k / t_mv),
+                "ratio": round((n / t_cotgen) / (k / t_mv), 1), "cotgen_accuracy": accuracy(got, labels),
+                "math_verify_accuracy": accuracy(got_mv, labels[:k])}
+
+    return {"pairs": n, "math_verify_pairs": k, "symbolic_pairs_sent": symbolic,
+            "completions": side_by_side(t_ours, t_mv, ours, mv),
+            "answers_only": side_by_side(t_ours_a, t_mv_a, ours_a, mv_a)}
 
 
 def section_math(seed: int, workers: list[int]) -> dict:
