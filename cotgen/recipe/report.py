@@ -47,8 +47,8 @@ def goal(headline: dict | None, points: float) -> dict:
         return {"points": points, "met": False, "why": "no greedy pass@1 in both runs"}
     gain = 100 * headline["diff"]
     met = gain >= points and headline["lo"] > 0
-    why = (f"{gain:+.1f} points, 95% CI [{100 * headline['lo']:+.1f}, {100 * headline['hi']:+.1f}]: "
-           + ("met" if met else "not met") + f" (goal: >= +{points:g} points with the interval above zero)")
+    why = (f">= +{points:g} points with the 95% CI above zero: " + ("met" if met else "not met")
+           + f" ({gain:+.1f} points, CI [{100 * headline['lo']:+.1f}, {100 * headline['hi']:+.1f}])")
     return {"points": points, "gain_points": round(gain, 2), "ci_points": [round(100 * headline["lo"], 2),
             round(100 * headline["hi"], 2)], "met": met, "why": why}
 
@@ -120,7 +120,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def plot(phases: list[dict], path: Path) -> None:
+def plot(phases: list[dict], path: Path, goal_points: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +146,9 @@ def plot(phases: list[dict], path: Path) -> None:
     axes[1].errorbar(list(x), d, yerr=[[di - l for di, l in zip(d, lo)], [h - di for di, h in zip(d, hi)]],
                      fmt="o", capsize=6, color="#3b75af")
     axes[1].axhline(0, color="black", lw=0.8)
+    if goal_points:
+        axes[1].axhline(goal_points, color="#c0504d", lw=0.8, ls="--", label=f"goal +{goal_points:g}")
+        axes[1].legend()
     axes[1].set_xticks(list(x), labels)
     axes[1].set_ylabel("trained - base (points)")
     axes[1].set_title("paired difference, 95% bootstrap CI")
@@ -163,6 +166,6 @@ def write(plan: Plan, times: list[dict]) -> str:
            "phases": [{k: v for k, v in p.items() if k != "markdown"} | {"goal": g} for p, g in zip(phases, goals)],
            "stages": facts, "timings": times}
     write_text(plan.out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
-    plot(phases, plan.out / "report.png")
+    plot(phases, plan.out / "report.png", plan.goal_points)
     write_text(plan.out / "report.md", markdown(plan, phases, goals, facts, times))
     return str(plan.out / "report.md")
