@@ -1,5 +1,5 @@
 """Benchmark `cotgen generate` on the embedded Gemma 3 270M: vllm backend vs a bare `vllm.LLM.generate`, and
-tunix.
+tunix; per-request seeds (the default) vs `--seeding engine` on the same engine.
 
 Same prompts (few-shot GSM8K train questions) and sampling parameters everywhere, measured side by side in one
 process (one vLLM engine serves both the bare call and cotgen's backend, in alternating order after a
@@ -14,6 +14,7 @@ throughput sit in one report. Run it alone on the machine (`flock /tmp/cotgen-he
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -88,7 +89,7 @@ def bench_vllm(args, eager: bool, tmp: Path) -> dict:
     result = {"enforce_eager": eager, "startup_s": startup, "warmup_s": warm}
 
     def bare() -> dict:
-        params = [backend.params(cfg.n, r.seed) for r in requests]
+        params = [backend.params(cfg.n, r.seed) for r in requests]  # seed=None under --seeding engine
         t = time.perf_counter()
         outs = backend.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         dt = time.perf_counter() - t
@@ -102,6 +103,14 @@ def bench_vllm(args, eager: bool, tmp: Path) -> dict:
         result["bare_vllm_again"] = bare()
         best_bare = max(result["bare_vllm"]["tokens_per_s"], result["bare_vllm_again"]["tokens_per_s"])
         result["cotgen_over_bare"] = round(result["cotgen_vllm"]["tokens_per_s"] / best_bare, 3)
+        # --seeding engine: the same requests without per-request seeds (vLLM's CPU sampler then draws the
+        # whole batch in one compiled op instead of one seeded generator per row)
+        seeded = backend.sampling
+        backend.sampling = dataclasses.replace(seeded, seeded=False)
+        result["bare_vllm_engine_seed"] = bare()
+        backend.sampling = seeded
+        result["engine_seed_over_request_seeds"] = round(
+            result["bare_vllm_engine_seed"]["tokens_per_s"] / best_bare, 3)
     return result
 
 

@@ -24,7 +24,8 @@ PROBLEM_SCHEMA = pl.Schema(
 # One row per sampled trace (`cotgen generate`). The key is (problem_id, sample_idx). `error` is null for a
 # finished sample; a sample the backend failed on after its retries is kept as a row with `error` set,
 # `finish_reason` "error" and an empty completion, and is generated again by the next run of the same command.
-# `seed` is the sample's own seed where the backend seeds per sample (vllm, openai), else the batch's (tunix).
+# `seed` is the sample's own seed where the backend seeds per sample (vllm, openai), else the batch's (tunix);
+# null with `--seeding engine` (vllm, openai: the engine's generator sampled it).
 # `logprobs` (when asked for) holds one entry per completion token: its id, its logprob and the top-k
 # alternatives (ids and logprobs, most likely first; empty where the backend gives none).
 TRACE_LOGPROB = pl.Struct(

@@ -196,7 +196,7 @@ class _Script(BaseHTTPRequestHandler):
             return self._send(200, "{not json")
         if what in ("500", "429", "400"):
             return self._send(int(what), {"error": {"message": what}})
-        text = f"seed {body['seed']}"
+        text = f"seed {body.get('seed')}"
         self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "teacher",
                          "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
                          "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
@@ -232,6 +232,29 @@ def test_openai_backend_retries_then_records_errors(scripted_server, monkeypatch
     assert "400" in samples["p-bad", 0].error
     assert sum(c["prompt"] == "p-bad" for c in handler.calls) == 1  # 4xx: not retried
     assert all(c["n"] == 1 and c["stop"] == ["Question:"] for c in handler.calls)
+
+
+def test_engine_seeding_sends_no_seed_and_records_none(scripted_server):
+    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.generate.run import sampling_of
+
+    url, handler = scripted_server
+    handler.calls.clear()
+    handler.script = {"p": ["ok"]}
+    cfg = GenerateConfig(teacher="teacher", backend="openai", base_url=url, seeding="engine", n=2,
+                         prompt_style="chat")
+    backend = OpenAIBackend(cfg, sampling_of(cfg))
+    samples = backend.generate([Request("p", "p", (0, 1), 100)])
+    backend.close()
+    assert [s.seed for s in samples] == [None, None] and [s.completion for s in samples] == ["seed None"] * 2
+    assert all(c.get("seed") is None for c in handler.calls) and len(handler.calls) == 2
+
+
+def test_seeding_values():
+    assert GenerateConfig(seeding="request").seeding is None  # the default, stored as None (old records stay valid)
+    assert GenerateConfig(seeding="engine").identity()["seeding"] == "engine"
+    with pytest.raises(CotgenError, match="--seeding"):
+        GenerateConfig(seeding="batch")
 
 
 def test_openai_backend_unreachable_server_fails_before_work():

@@ -33,6 +33,7 @@ class Sampling:
     logprobs: int  # top-k per token; 0: none
     stop: tuple[str, ...]  # stop strings (cut from the completion)
     stop_token_ids: tuple[int, ...]
+    seeded: bool = True  # False (--seeding engine): requests carry no seed; the engine's generator samples
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,10 @@ def engine_options(*, batch_help: str, eager_default: str):
       "else chat]")
 @flag("--shots", help="Exemplar set for few_shot prompts.  [default: math for math*, else gsm8k]")
 @flag("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: 8]")
+@flag("--seeding", type=click.Choice(["request", "engine"]),
+      help="request: every sample its own seed (reproducible alone); engine: vllm/openai requests carry none "
+      "and the engine's seeded generator samples the batch (faster on CPU; text depends on the batch); tunix "
+      "always seeds per call.  [default: request]")
 @engine_options(batch_help="Problems per committed chunk.  [default: 64; tunix: max(1, 8 // n)]",
                 eager_default="off")
 def command(config_path, **flags) -> None:

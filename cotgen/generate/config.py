@@ -16,7 +16,8 @@ BACKENDS = ("vllm", "openai", "tunix")
 # Parameters that define what an output folder holds. Re-running against a folder written with other values is
 # refused; everything else (backend, batch size, limit, shard, concurrency...) may change between runs.
 IDENTITY = ("teacher", "source", "split", "prompt_style", "shots", "shots_k", "n", "temperature", "top_p",
-            "max_tokens", "seed", "logprobs")
+            "max_tokens", "seed", "logprobs", "seeding")
+SEEDINGS = ("request", "engine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,12 @@ class GenerateConfig(EngineConfig):
     prompt_style: str | None = None  # chat | few_shot; None: few_shot for base models, chat otherwise
     shots: str | None = None  # exemplar set for few_shot prompts; None: math for math*, else gsm8k
     shots_k: int = 8  # exemplars in a few_shot prompt
+    # request (stored as None, so outputs and recipe records from before this option stay valid): every sample
+    # carries its own seed (reproducible alone, whatever else is in the batch; resumes regenerate the same
+    # text). engine: vllm/openai requests carry no seed and the engine's seeded generator samples the batch;
+    # text then depends on batch composition, but vLLM on CPU samples the whole batch in one compiled op
+    # instead of row by row (bench/bench_generate.py measures the difference).
+    seeding: str | None = None
 
     def __post_init__(self):
         for name in ("out", "data_dir"):  # TOML gives strings
@@ -84,6 +91,10 @@ class GenerateConfig(EngineConfig):
             raise CotgenError("--temperature must be >= 0 and --top-p in (0, 1]")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.seeding not in (None, *SEEDINGS):
+            raise CotgenError(f"unknown --seeding {self.seeding!r}; known: {', '.join(SEEDINGS)}")
+        if self.seeding == "request":
+            object.__setattr__(self, "seeding", None)
 
     def identity(self) -> dict:
         """The parameters that define the output (JSON-ready)."""

@@ -75,7 +75,7 @@ class OpenAIBackend:
         return list(await asyncio.gather(*jobs))
 
     async def _sample(self, gate: asyncio.Semaphore, req: Request, idx: int) -> Sample:
-        seed = req.seed + idx
+        seed = req.seed + idx if self.sampling.seeded else None
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 async with gate:

@@ -42,7 +42,7 @@ def in_shard(problem_id: str, shard: str | None) -> bool:
 def sampling_of(cfg: GenerateConfig) -> Sampling:
     stop = prompts.FEW_SHOT_STOP if cfg.prompt_style == "few_shot" else ()
     return Sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.logprobs, stop,
-                    prompts.GEMMA_STOP_TOKEN_IDS)
+                    prompts.GEMMA_STOP_TOKEN_IDS, seeded=cfg.seeding != "engine")
 
 
 def load_shard(cfg: GenerateConfig) -> pl.DataFrame:

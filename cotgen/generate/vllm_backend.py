@@ -11,7 +11,9 @@ Checklist:
   refused.
 - a request wanting samples 0..n-1 is one vLLM request with `n` and the request seed (vLLM gives child i
   seed + i); a resumed request wanting a subset sends each contiguous run with seed + start, so the streams
-  are unchanged.
+  are unchanged. With `--seeding engine` requests carry no seed (the engine's own generator, seeded with the
+  run seed, samples the batch): on CPU vLLM then samples every row in one compiled op instead of one row at a
+  time with its own generator.
 - stop strings are cut from the text (vLLM's default); `<eos>` and `<end_of_turn>` are stop token ids.
 - logprobs: vLLM returns the top-k plus the sampled token at each step; kept as TRACE_LOGPROB entries.
 """
@@ -106,7 +108,7 @@ class VllmBackend:
         from vllm import SamplingParams
 
         s = self.sampling
-        return SamplingParams(n=n, seed=seed, temperature=s.temperature, top_p=s.top_p,
+        return SamplingParams(n=n, seed=seed if s.seeded else None, temperature=s.temperature, top_p=s.top_p,
                               max_tokens=s.max_tokens,
                               stop=list(s.stop), stop_token_ids=list(s.stop_token_ids),
                               logprobs=s.logprobs or None)
@@ -126,7 +128,7 @@ class VllmBackend:
                 finish = comp.finish_reason if comp.finish_reason in ("stop", "length") else "error"
                 samples.append(Sample(
                     req.problem_id, idx, comp.text, finish, len(out.prompt_token_ids), len(comp.token_ids),
-                    req.seed + idx,
+                    req.seed + idx if self.sampling.seeded else None,
                     _logprobs(comp, self.sampling.logprobs) if self.sampling.logprobs else None,
                     None if finish != "error" else f"vLLM finish_reason {comp.finish_reason!r}",
                 ))
