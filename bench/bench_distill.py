@@ -142,7 +142,7 @@ def stage_logits(args, work: Path) -> dict:
 def _train_args(args, work: Path) -> list[str]:
     return ["--data", str(work / "data"), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
             "--max-len", str(args.max_len), "--lr", str(args.lr), "--eval-every", str(args.eval_every),
-            "--save-every", str(args.steps), "--seed", "0", "--no-tensorboard"]
+            "--save-every", str(args.steps), "--seed", str(args.seed), "--no-tensorboard"]
 
 
 def stage_train(args, work: Path, mode: str) -> dict:
@@ -234,6 +234,7 @@ def main() -> None:
                              "(default: GSM8K reference solutions)")
     parser.add_argument("--teacher-temperature", type=float, default=1.0)
     parser.add_argument("--teacher-max-tokens", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (data order) of every run")
     parser.add_argument("--tag", default="", help="suffix of the training runs' folder names")
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="write the report here as JSON")
