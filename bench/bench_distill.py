@@ -188,10 +188,11 @@ def stage_report(args, work: Path, report: dict) -> None:
     for mode, r in runs.items():
         steps = [c[0] for c in r["curve"]]
         axes[0].plot(steps, [c[2] for c in r["curve"]], label=mode, linewidth=1)
-        axes[1].plot(*zip(*r["eval_nll"]), "o-", label=mode, markersize=3)
+        later = [(s, v) for s, v in r["eval_nll"] if s > 0] or r["eval_nll"]  # step 0 (~18 nats) hides the gaps
+        axes[1].plot(*zip(*later), "o-", label=mode, markersize=3)
         if r["curve"][0][3] is not None:
             axes[2].plot(steps, [c[3] for c in r["curve"]], label=mode, linewidth=1)
-    for ax, title in zip(axes, ("train cross entropy (completion tokens)", "held-out NLL (validation)",
+    for ax, title in zip(axes, ("train cross entropy (completion tokens)", "held-out NLL (validation; after step 0)",
                                 "KL to the teacher (train)")):
         ax.set_title(title)
         ax.set_xlabel("step")
