@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -214,7 +215,8 @@ def stage_report(args, work: Path, report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder kept between stages")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder kept between stages (default: a temporary folder, removed at the end)")
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--teacher", default="gemma-3-270m")
     parser.add_argument("--layers", type=int, default=6)
@@ -240,7 +242,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="write the report here as JSON")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="bench_distill-") as tmp:
+            args.work = Path(tmp)
+            run(args)
+    else:
+        args.work.mkdir(parents=True, exist_ok=True)
+        run(args)
+
+
+def run(args) -> None:
     path = args.work / "report.json"
     report = json.loads(path.read_text()) if path.is_file() else {}
     report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 # small sizes for --quick; a benchmark missing here runs with its defaults
 QUICK = {
+    "distill": ["--train", "24", "--val", "8", "--compare", "0", "--steps", "3", "--eval-every", "3"],
     "eval": ["--problems", "300", "--k", "4"],
     "filter": ["--traces", "0"],
     "generate": ["--prompts", "4", "--n", "2", "--max-tokens", "32", "--skip-tunix"],
