@@ -66,7 +66,9 @@ def main() -> None:
     started = time.perf_counter()
     state = run(cfg)
     wall = time.perf_counter() - started
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    from cotgen.train.metrics import read  # one row per (mode, step): partial rows written at step end merged
+
+    rows = read(run_dir / "metrics.jsonl")
     train = sorted((r for r in rows if r["mode"] == "train"), key=lambda r: r["step"])
     evals = sorted((r for r in rows if r["mode"] == "eval"), key=lambda r: r["step"])
     per_step = [{"step": r["step"], **{f"{p}_s": r.get(f"time/{p}_s") for p in PHASES},
