@@ -194,16 +194,10 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
         metrics.plot_loss(rows, cfg.out / "loss.png", title=f"{cfg.model} {cfg.mode} KD ({cfg.method})")
-    train_rows = [r for r in rows if r["mode"] == "train" and "loss" in r]
-    eval_rows = [r for r in rows if r["mode"] == "eval" and "loss" in r]
     state.update(
         status="done", final_step=trainer.train_steps, resumed_from=start,
-        wall_s=round(time.perf_counter() - started, 1),
-        first_loss=train_rows[0]["loss"] if train_rows else None,
-        last_loss=train_rows[-1]["loss"] if train_rows else None,
-        last_kl=next((r["distill/kl"] for r in reversed(train_rows) if "distill/kl" in r), None),
-        first_eval_loss=eval_rows[0]["loss"] if eval_rows else None,
-        last_eval_loss=eval_rows[-1]["loss"] if eval_rows else None,
+        wall_s=round(time.perf_counter() - started, 1), **metrics.loss_summary(rows),
+        last_kl=next((r["distill/kl"] for r in reversed(rows) if r["mode"] == "train" and "distill/kl" in r), None),
         checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)),
     )
     if primary:

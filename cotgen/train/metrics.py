@@ -175,6 +175,15 @@ def read(path: Path) -> list[dict]:
     return list(merged.values())
 
 
+def loss_summary(rows: list[dict]) -> dict:
+    """First and last train and eval loss of merged metric rows (None where there are none), for run.json."""
+    train = [r for r in rows if r["mode"] == "train" and "loss" in r]
+    evals = [r for r in rows if r["mode"] == "eval" and "loss" in r]
+    return {"first_loss": train[0]["loss"] if train else None, "last_loss": train[-1]["loss"] if train else None,
+            "first_eval_loss": evals[0]["loss"] if evals else None,
+            "last_eval_loss": evals[-1]["loss"] if evals else None}
+
+
 def plot_loss(rows: list[dict], out: Path, title: str = "") -> Path | None:
     """Train (and eval) loss against step as a PNG; None when there is nothing to plot."""
     train = [(r["step"], r["loss"]) for r in rows if r["mode"] == "train" and "loss" in r]

@@ -259,13 +259,9 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
         metrics.plot_loss(rows, cfg.out / "loss.png", title=f"{cfg.model} {cfg.method} SFT")
-    train_rows = [r for r in rows if r["mode"] == "train" and "loss" in r]
     state.update(
         status="done", final_step=trainer.train_steps, resumed_from=start,
-        wall_s=round(time.perf_counter() - started, 1),
-        first_loss=train_rows[0]["loss"] if train_rows else None,
-        last_loss=train_rows[-1]["loss"] if train_rows else None,
-        last_eval_loss=next((r["loss"] for r in reversed(rows) if r["mode"] == "eval"), None),
+        wall_s=round(time.perf_counter() - started, 1), **metrics.loss_summary(rows),
         checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)),
         sharded_arrays=sharded,
     )
