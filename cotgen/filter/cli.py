@@ -45,6 +45,8 @@ from cotgen.filter.config import SELECT_MODES
 )
 @flag("--repair-format/--strict-format",
       help="Keep traces that only lack </reasoning> (the SFT target is rebuilt). [strict]")
+@flag("--reference-fallback", is_flag=True,
+      help="Problems with no kept trace train on the source's own worked solution (teacher \"reference\").")
 @flag("--val-fraction", type=float, help="Share of problems in validation. [0.05]")
 @flag("--seed", type=int, help="Seed of the train/validation split. [0]")
 @flag("--workers", type=int, help="Symbolic verifier processes; 0: min(4, CPUs). [0]")

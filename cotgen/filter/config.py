@@ -39,6 +39,9 @@ class FilterConfig:
     max_line_repeats: int = 4
     max_garbage_frac: float = 0.05
     repair_format: bool = False  # keep traces that only lack </reasoning> (their SFT target is rebuilt anyway)
+    # problems none of whose traces are kept train on the source's own worked solution (GSM8K's, MATH's),
+    # marked teacher = "reference"; `cotgen run --smoke` sets it (its random teachers verify nothing)
+    reference_fallback: bool = False
     # verifier
     workers: int = 0  # symbolic-path processes; 0: min(4, CPUs)
     timeout_s: float = 5.0  # per symbolic check; past it the worker is killed and the trace is unverified

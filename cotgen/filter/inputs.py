@@ -176,4 +176,4 @@ def load_problems(
     dup = df.filter(pl.col("id").is_duplicated())
     if dup.height:
         raise CotgenError(f"problem id {dup['id'][0]} occurs twice in the problems")
-    return df.select("id", "source", "question", pl.col("answer").alias("gold")), origin
+    return df.select("id", "source", "question", pl.col("answer").alias("gold"), "solution"), origin

@@ -38,6 +38,7 @@ def stats(
     val: pl.DataFrame,
     *,
     skipped: dict,
+    references: int = 0,
     symbolic_pairs: int,
     seconds: float,
     peak_rss_mb: float,
@@ -67,6 +68,7 @@ def stats(
             "symbolic_unique_pairs": symbolic_pairs,
         },
         "skipped": skipped,
+        "reference_fallback": references,
         "problems": {
             "seen": rates.height,
             "bad_gold": rates.height - rated.height,
@@ -141,6 +143,8 @@ def _summary(stats: dict, rows: pl.DataFrame, cfg) -> str:
             f"({v['symbolic_unique_pairs']} unique pairs went to the sandboxed symbolic path)"
         ),
         f"- skipped before the funnel: {stats['skipped']}",
+        *([f"- problems trained on their reference solution (--reference-fallback): {stats['reference_fallback']}"]
+          if stats.get("reference_fallback") else []),
         "",
         "## Problems",
         "",

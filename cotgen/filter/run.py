@@ -156,6 +156,24 @@ def _records(
     )
 
 
+def _reference_records(problems: pl.DataFrame, rates: pl.DataFrame, covered: set[str]) -> pl.DataFrame:
+    """SFT records from the source's own worked solutions, for problems with no kept trace (`--reference-fallback`):
+    reasoning = the solution, answer = the gold, teacher = "reference", sample_idx = -1."""
+    from cotgen.prompts import student_prompt, student_target
+
+    df = problems.filter(~pl.col("id").is_in(list(covered)) & (pl.col("solution").str.strip_chars() != "")
+                         & ~pl.col("contaminated_by").is_not_null())
+    df = df.join(rates.select("problem_id", "pass_rate"), left_on="id", right_on="problem_id", how="left",
+                 maintain_order="left")
+    return pl.DataFrame({
+        "problem_id": df["id"], "sample_idx": [-1] * df.height, "source": df["source"],
+        "question": df["question"], "gold": df["gold"], "answer": df["gold"], "reasoning": df["solution"],
+        "prompt": [student_prompt(q) for q in df["question"]],
+        "completion": [student_target(r, a) for r, a in zip(df["solution"], df["gold"])],
+        "completion_tokens": [None] * df.height, "teacher": ["reference"] * df.height, "pass_rate": df["pass_rate"],
+    }, schema=SFT_SCHEMA)
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CotgenError(f"--out {out} exists and is not a folder")
@@ -241,6 +259,11 @@ def run(cfg: FilterConfig) -> dict:
             .collect()
         )
         records = _records(kept, files, problems, rates, repair=cfg.repair_format)
+        references = 0
+        if cfg.reference_fallback:
+            fallback = _reference_records(problems, rates, set(records["problem_id"]))
+            references = fallback.height
+            records = pl.concat([records, fallback])
         val_ids = _split(records["problem_id"].unique().to_list(), cfg.val_fraction, cfg.seed)
         is_val = pl.col("problem_id").is_in(list(val_ids))
         train, val = records.filter(~is_val), records.filter(is_val)
@@ -272,6 +295,7 @@ def run(cfg: FilterConfig) -> dict:
             train,
             val,
             skipped={"generation_error": errors, "repeated_key": repeated},
+            references=references,
             symbolic_pairs=symbolic_pairs,
             seconds=seconds,
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

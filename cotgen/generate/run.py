@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -83,15 +82,15 @@ def rows(cfg: GenerateConfig, backend: str, samples: list[Sample], requests: lis
 
 
 class Progress:
-    """A tqdm bar (samples/s, tokens/s) on a terminal; one log line per chunk otherwise."""
+    """A tqdm bar (samples/s, tokens/s) where someone watches (`cotgen.progress`); one log line per chunk with
+    the rate and ETA otherwise."""
 
     def __init__(self, total: int, done: int):
-        self.total, self.count, self.tokens, self.start = total, done, 0, time.perf_counter()
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
+        from cotgen import progress
 
-            self.bar = tqdm(total=total, initial=done, unit="sample", dynamic_ncols=True)
+        self.total, self.count, self.tokens, self.start = total, done, 0, time.perf_counter()
+        self.first = done
+        self.bar = progress.bar(total=total, initial=done, unit="sample")
 
     def update(self, samples: int, tokens: int) -> None:
         self.count, self.tokens = self.count + samples, self.tokens + tokens
@@ -100,7 +99,11 @@ class Progress:
             self.bar.update(samples)
             self.bar.set_postfix_str(f"{rate:.1f} tok/s")
         else:
-            log.info("%d/%d samples, %.1f completion tok/s", self.count, self.total, rate)
+            from cotgen.progress import eta
+
+            elapsed = time.perf_counter() - self.start
+            log.info("%d/%d samples, %.1f completion tok/s, %s", self.count, self.total, rate,
+                     eta(self.count - self.first, self.total - self.first, elapsed))
 
     def close(self) -> None:
         if self.bar is not None:

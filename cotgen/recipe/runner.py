@@ -132,11 +132,22 @@ def argv(plan: Plan, stage: Stage, mode: str) -> list[str]:
 
 
 def environment(plan: Plan) -> dict[str, str]:
+    """The stages' environment: the user's (nothing forces the hub offline), plus the data folder, progress bars
+    when the run is watched, and for `--smoke` the target's device count as host devices on the CPU."""
+    from cotgen import progress
+
     env = dict(os.environ)
     if plan.data_dir is not None:
         env["COTGEN_DATA_DIR"] = str(plan.data_dir)
-    env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if progress.ENV not in env and progress.wanted():
+        env[progress.ENV] = "1"
+    if plan.smoke is not None:
+        from cotgen.recipe.smoke import host_devices
+
+        flag = f"--xla_force_host_platform_device_count={host_devices(plan.target)}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+        env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
@@ -234,6 +245,11 @@ def run(plan: Plan, only: list[str] | None = None) -> list[dict]:
     ids = identities(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     write_text(plan.out / "recipe" / "recipe.toml", plan.recipe.read_text(encoding="utf-8"))
+    if plan.smoke is not None:
+        write_text(plan.out / "recipe" / "smoke.json", json.dumps({"changes": list(plan.smoke), "recipe": plan.raw},
+                                                                  indent=2, default=str) + "\n")
+        log.info("--smoke: %d change(s) to %s (tiny random models; numbers mean nothing): %s", len(plan.smoke),
+                 plan.recipe, "; ".join(plan.smoke))
     done = {}
     summary = []
     for stage in plan.stages:

@@ -1,0 +1,57 @@
+"""Which Tunix rollout engine can sample which Gemma family on which platform, asked of the pinned Tunix.
+
+Tunix 0.1.7 (`tunix/rl/rl_cluster.py`) builds "vanilla" (its own JAX sampler, any platform, any nnx LM) itself;
+"vllm" and "sglang_jax" go through `VllmRollout` / `SglangJaxRollout`, which import tpu-inference /
+sglang-jax (TPU only) and build their weight map with `MappingConfig.build(model=...)`, i.e.
+`Model.mapping_for("vllm_jax")`: the `BACKEND_MAPPINGS` of the model's package. Gemma 2 (`tunix.models.gemma`)
+and Gemma 3 (`tunix.models.gemma3`) define none in 0.1.7, so those engines raise "vllm_jax mappings not
+available for Gemma3" at the first RL step on the TPU. `check` asks the same registry, so a later Tunix that
+ships the mappings is accepted without a change here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from cotgen.errors import CotgenError
+
+ENGINES = ("vanilla", "vllm", "sglang_jax")
+# family -> (module, class) of the Tunix model
+MODEL_CLASSES = {"gemma3": ("tunix.models.gemma3.model", "Gemma3"), "gemma2": ("tunix.models.gemma.model", "Gemma")}
+MAPPING_BACKEND = "vllm_jax"  # what VllmRollout and SglangJaxRollout ask for (MappingConfig's default)
+
+
+def has_mapping(family: str) -> bool:
+    """True when the pinned Tunix ships a vllm_jax weight mapping for `family`."""
+    module, name = MODEL_CLASSES[family]
+    cls = getattr(importlib.import_module(module), name)
+    try:
+        cls.mapping_for(MAPPING_BACKEND)
+    except RuntimeError:
+        return False
+    return True
+
+
+def problem(engine: str, family: str, platform: str) -> str | None:
+    """None when `engine` can run RL rollouts of a `family` model on `platform` ("cpu" | "gpu" | "tpu");
+    otherwise why not and what would work."""
+    if engine not in ENGINES:
+        return f"unknown rollout engine {engine!r}; known: {', '.join(ENGINES)}"
+    if family not in MODEL_CLASSES:
+        return f"unknown model family {family!r}; known: {', '.join(MODEL_CLASSES)}"
+    if engine == "vanilla":
+        return None
+    if platform != "tpu":
+        return (f"rollout = {engine!r} runs through {'tpu-inference' if engine == 'vllm' else 'sglang-jax'}, "
+                f"which Tunix supports on TPU only; this target is {platform}: use rollout = \"vanilla\"")
+    if not has_mapping(family):
+        return (f"rollout = {engine!r}: Tunix's {MODEL_CLASSES[family][1]} ({MODEL_CLASSES[family][0]}) has no "
+                f"{MAPPING_BACKEND} weight mapping in the pinned Tunix, so its rollout would fail at the first "
+                "step (\"vllm_jax mappings not available\"): use rollout = \"vanilla\"")
+    return None
+
+
+def check(engine: str, family: str, platform: str, where: str = "--rollout") -> None:
+    why = problem(engine, family, platform)
+    if why is not None:
+        raise CotgenError(f"{where}: {why}")
