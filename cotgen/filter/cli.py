@@ -78,4 +78,5 @@ def command(config_path, select_mode, **flags) -> None:
     click.echo(
         f"{stats['outputs']['train_rows']} train + {stats['outputs']['validation_rows']} validation "
         f"traces -> {cfg.out}"
+        + (f" (incl. {stats['reference_fallback']} reference solutions)" if stats.get("reference_fallback") else "")
     )

@@ -158,9 +158,11 @@ def _records(
 
 def _reference_records(problems: pl.DataFrame, rates: pl.DataFrame, covered: set[str]) -> pl.DataFrame:
     """SFT records from the source's own worked solutions, for problems with no kept trace (`--reference-fallback`):
-    reasoning = the solution, answer = the gold, teacher = "reference", sample_idx = -1."""
+    reasoning = the solution (GSM8K's <<calculator>> notes removed), answer = the gold, teacher = "reference",
+    sample_idx = -1."""
     from cotgen.prompts import student_prompt, student_target
 
+    problems = problems.with_columns(pl.col("solution").str.replace_all(r"<<[^>]*>>", "").str.strip_chars())
     df = problems.filter(~pl.col("id").is_in(list(covered)) & (pl.col("solution").str.strip_chars() != "")
                          & ~pl.col("contaminated_by").is_not_null())
     df = df.join(rates.select("problem_id", "pass_rate"), left_on="id", right_on="problem_id", how="left",

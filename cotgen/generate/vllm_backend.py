@@ -7,7 +7,8 @@ Checklist:
   none reserved (and `OMP_NUM_THREADS` to match: vLLM otherwise cuts torch to one thread), and
   `VLLM_ENABLE_V1_MULTIPROCESSING=0` on CPU: the engine core runs in this process, so no `__main__` guard is
   needed (console script, pytest, notebooks all work) and a killed run leaves no orphaned engine process.
-- the teacher spec goes through `cotgen.models.resolve`: any HF folder loads; `tiny` and orbax specs are
+- the teacher spec goes through `cotgen.models.resolve`: any HF folder loads; `tiny` specs load the tiny random
+  model's HF folder (`cotgen.models.tiny.hf_folder`, for tests and `cotgen run --smoke`); orbax specs are
   refused.
 - a request wanting samples 0..n-1 is one vLLM request with `n` and the request seed (vLLM gives child i
   seed + i); a resumed request wanting a subset sends each contiguous run with seed + start, so the streams
@@ -77,6 +78,10 @@ def model_folder(spec: str) -> str:
         raise CotgenError(f"the vllm backend loads Hugging Face folders; {spec} is a `cotgen {source.preset}` run: "
                           f"export it first (cotgen export {spec} --format safetensors --out DIR) or use "
                           "--backend tunix")
+    if source.kind == "tiny":  # the tiny random model, written once as a HF folder (same weights as Tunix's)
+        from cotgen.models import tiny
+
+        return str(tiny.hf_folder(spec))
     if source.kind != "hf":
         raise CotgenError(f"the vllm backend loads Hugging Face folders; {spec!r} is a {source.kind} model "
                           "(use --backend tunix)")

@@ -79,6 +79,11 @@ def stage_facts(plan: Plan) -> dict:
 def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, times: list[dict]) -> str:
     lines = [f"# cotgen run: {plan.name}", "", f"- recipe: `{plan.recipe}` (copy: `{plan.out}/recipe/recipe.toml`)",
              f"- run folder: `{plan.out}`", ""]
+    if plan.smoke is not None:
+        lines += ["**Smoke run** (`cotgen run --smoke`): the recipe's stage graph on tiny random models with a few "
+                  "problems and steps; it shows that every stage runs and connects, and its numbers say nothing "
+                  f"about the recipe. Changes ({plan.out}/recipe/smoke.json):", "",
+                  *[f"- {change}" for change in plan.smoke], ""]
     for ph, g in zip(phases, goals):
         title = "held-out set" + (f" {ph['phase']}" if ph["phase"] else "")
         h = ph["headline"]

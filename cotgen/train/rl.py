@@ -480,9 +480,10 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     from cotgen.train import metrics as train_metrics
     from cotgen.train.sft import make_mesh
 
-    if cfg.rollout == "vllm" and jax.default_backend() != "tpu":
-        raise CotgenError(f"--rollout vllm runs through tpu-inference on TPU; this is a "
-                          f"{jax.default_backend()} machine: use --rollout vanilla")
+    from cotgen.models import family
+    from cotgen.train import rollouts
+
+    rollouts.check(cfg.rollout, family(cfg.model), jax.default_backend())  # before any weights load
     mesh = make_mesh(cfg.mesh or "fsdp=1,tp=1")
     loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
     tokenizer = loaded.tokenizer
