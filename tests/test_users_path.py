@@ -181,3 +181,33 @@ def test_reference_fallback_trains_unkept_problems_on_their_worked_solution(tmp_
     assert train["problem_id"].to_list() == ["p1", "p2", "p3"]
     assert train["teacher"].to_list() == ["tiny", "reference", "reference"]
     assert train["completion"][1] == "<reasoning>2 + 2 = 4</reasoning>\n<answer>4</answer>"
+
+
+# ---------------------------------------------------------------------------------------------------- preflight
+def test_a_real_tpu_run_on_this_cpu_is_refused_before_any_work(tmp_path, data_dir):
+    out = subprocess.run([sys.executable, "-m", "cotgen.cli", "run", str(RECIPES["gemma2-2b-tpu"]), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True,
+                         env={**os.environ, "COTGEN_DATA_DIR": str(data_dir)})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "[target] profile = 'tpu-v5e-8' is a TPU target but JAX sees cpu devices" in out.stderr
+    assert "--smoke" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mesh_larger_than_the_devices_is_refused(tmp_path):
+    text = (REPO / "recipes" / "cpu-demo.toml").read_text().replace("[train]\n", '[train]\nmesh = "fsdp=4"\n', 1)
+    path = tmp_path / "mesh.toml"
+    path.write_text(text)
+    with pytest.raises(CotgenError, match=r"stage train: mesh = 'fsdp=4' needs 4 devices, JAX sees 1"):
+        runner.preflight(plan_mod.build(path, out=tmp_path / "run"))
+
+
+def test_samplers_stop_on_the_end_of_turn_of_the_models_family():
+    from cotgen.generate.config import GenerateConfig
+    from cotgen.generate.run import stop_token_ids
+    from cotgen.recipe.smoke import tiny_for
+
+    assert stop_token_ids(GenerateConfig(teacher="hf:google/gemma-2-2b-it")) == (1, 107)
+    assert stop_token_ids(GenerateConfig(teacher="hf:google/gemma-3-12b-it")) == (1, 106)
+    assert tiny_for("/kaggle/input/gemma-2/flax/gemma2-2b-it/1") == "tiny-gemma2"  # not on this machine: by name
+    assert tiny_for("hf:google/gemma-3-1b-it") == "tiny"

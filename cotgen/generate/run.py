@@ -38,10 +38,30 @@ def in_shard(problem_id: str, shard: str | None) -> bool:
     return int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big") % n == i
 
 
+def stop_token_ids(cfg: GenerateConfig) -> tuple[int, ...]:
+    """`<eos>` and `<end_of_turn>` of the model's family (Gemma 3: 1, 106; Gemma 2: 1, 107; the tiny models: their
+    own tokenizer's ids). A served model (`--backend openai`) or one whose family cannot be told gets Gemma 3's."""
+    if cfg.backend == "openai":
+        return prompts.GEMMA_STOP_TOKEN_IDS
+    from cotgen.models import known_family, resolve
+
+    if cfg.teacher.startswith("tiny"):
+        from cotgen.models import tiny
+        from cotgen.models.tokenizer import Tokenizer
+
+        resolve(cfg.teacher)  # a bad tiny spec: one line
+        return Tokenizer.from_file(tiny.tokenizer_path()).stop_ids
+    if known_family(cfg.teacher) == "gemma2":
+        from cotgen.models.families import FAMILIES
+
+        return (1, FAMILIES["gemma2"].end_of_turn)
+    return prompts.GEMMA_STOP_TOKEN_IDS
+
+
 def sampling_of(cfg: GenerateConfig) -> Sampling:
     stop = prompts.FEW_SHOT_STOP if cfg.prompt_style == "few_shot" else ()
     return Sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.logprobs, stop,
-                    prompts.GEMMA_STOP_TOKEN_IDS, seeded=cfg.seeding != "engine")
+                    stop_token_ids(cfg), seeded=cfg.seeding != "engine")
 
 
 def load_shard(cfg: GenerateConfig) -> pl.DataFrame:

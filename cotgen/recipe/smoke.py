@@ -33,10 +33,13 @@ SUFFIX = "-smoke"
 
 
 def tiny_for(spec: str) -> str:
-    """The tiny random model of `spec`'s family."""
-    from cotgen.models import family
+    """The tiny random model of `spec`'s family (told by its name where the model is not on this machine, e.g. a
+    Kaggle input path)."""
+    from cotgen.models import known_family
+    from cotgen.models.families import from_name
 
-    return "tiny-gemma2" if family(spec) == "gemma2" else "tiny"
+    fam = known_family(spec) or getattr(from_name(spec), "name", "gemma3")
+    return "tiny-gemma2" if fam == "gemma2" else "tiny"
 
 
 def _style(spec: str, command: str) -> str:
