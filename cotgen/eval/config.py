@@ -58,6 +58,7 @@ def resolved(cfg: EvalConfig) -> EvalConfig:
     from cotgen.prompts import load_shots
 
     style = cfg.prompt_style or ("few_shot" if is_base_model(cfg.model) else "chat")
+    cfg.check_api(style)
     shots = cfg.shots or ("math" if cfg.source.startswith("math") else "gsm8k")
     shots_k = len(load_shots(shots)) if cfg.shots_k is None else cfg.shots_k
     dtype = cfg.dtype or ("float32" if cfg.backend == "tunix" else "bfloat16")

@@ -76,7 +76,7 @@ def check_model(cfg: EvalConfig) -> dict:
     """Cheap checks that the model can load, before any engine starts; returns its description for the
     protocol."""
     if cfg.backend == "openai":
-        return {"spec": cfg.model, "kind": "served", "base_url": cfg.base_url}
+        return {"spec": cfg.model, "kind": "served", "base_url": cfg.base_url, "api": cfg.api or "completions"}
     from cotgen.models import resolve
 
     source = resolve(cfg.model)

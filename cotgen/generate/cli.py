@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cotgen.config import flag
-from cotgen.generate.config import BACKENDS
+from cotgen.generate.config import APIS, BACKENDS
 
 
 def engine_options(*, batch_help: str, eager_default: str):
@@ -28,6 +28,10 @@ def engine_options(*, batch_help: str, eager_default: str):
         flag("--concurrency", type=int, help="openai: requests in flight.  [default: 16]"),
         flag("--max-retries", type=int, help="openai: retries per sample on 429/5xx/timeouts.  [default: 6]"),
         flag("--request-timeout", type=float, help="openai: seconds per request.  [default: 600]"),
+        flag("--api", type=click.Choice(APIS),
+             help="openai: completions sends the rendered prompt to /v1/completions; chat sends its user turn "
+             "as one message to /v1/chat/completions (the server applies the model's chat template; not with "
+             "few_shot prompts).  [default: completions]"),
     ]
 
     def apply(f):

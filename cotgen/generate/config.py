@@ -18,6 +18,9 @@ BACKENDS = ("vllm", "openai", "tunix")
 IDENTITY = ("teacher", "source", "split", "prompt_style", "shots", "shots_k", "n", "temperature", "top_p",
             "max_tokens", "seed", "logprobs", "seeding")
 SEEDINGS = ("request", "engine")
+# openai: the server endpoint. completions (/v1/completions, the rendered prompt as text) or chat
+# (/v1/chat/completions, the prompt's user turn as a message; the server applies the model's chat template).
+APIS = ("completions", "chat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,8 @@ class EngineConfig:
     concurrency: int = 16
     max_retries: int = 6
     request_timeout: float = 600.0
+    # completions (stored as None, so outputs and recipe records from before this option stay valid) | chat
+    api: str | None = None
 
     def check_engine(self) -> None:
         if self.backend not in BACKENDS:
@@ -52,6 +57,20 @@ class EngineConfig:
                 raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise CotgenError(f"unknown --dtype {self.dtype!r}; known: float32, bfloat16, float16")
+        if self.api not in (None, *APIS):
+            raise CotgenError(f"unknown --api {self.api!r}; known: {', '.join(APIS)}")
+        if self.api == "completions":
+            object.__setattr__(self, "api", None)
+        if self.api == "chat" and self.backend != "openai":
+            raise CotgenError(f"--api chat is for --backend openai (the {self.backend} backend renders prompts "
+                              "itself)")
+
+    def check_api(self, prompt_style: str) -> None:
+        """A chat request carries one user message: a few-shot prompt is not one (call once the style is
+        resolved)."""
+        if self.api == "chat" and prompt_style == "few_shot":
+            raise CotgenError("--api chat sends the prompt as one user message, which a few_shot prompt is not: "
+                              "use --prompt-style chat, or --api completions for few_shot prompts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,5 +168,6 @@ def resolved(cfg: GenerateConfig) -> GenerateConfig:
     if style not in ("chat", "few_shot"):
         raise CotgenError(f"unknown --prompt-style {style!r}; known: chat, few_shot")
     shots = cfg.shots or ("math" if cfg.source.startswith("math") else "gsm8k")
+    cfg.check_api(style)
     dtype = cfg.dtype or ("float32" if cfg.backend == "tunix" else "bfloat16")
     return dataclasses.replace(cfg, prompt_style=style, shots=shots, dtype=dtype)

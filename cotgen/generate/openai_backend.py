@@ -1,5 +1,5 @@
-"""OpenAI-compatible backend: `/v1/completions` through the `openai` AsyncOpenAI client, one request per
-sample.
+"""OpenAI-compatible backend: `/v1/completions` (the default) or `/v1/chat/completions` (`--api chat`) through the
+`openai` AsyncOpenAI client, one request per sample.
 
 Checklist:
 - one request per (problem, sample index), `n=1` with the sample's own seed (request seed + index, as vLLM's
@@ -7,6 +7,12 @@ Checklist:
   the same streams as the offline engine. Servers with prefix caching compute a shared prompt once.
 - the prompt is sent as rendered text (few-shot text, or a Gemma turn for chat style), with `stop` strings;
   when logprobs are asked for, `return_tokens_as_token_ids` (a vLLM extension) makes tokens come back as ids.
+- `--api chat`: the prompt must be cotgen's chat style, one Gemma user turn plus the generation prompt
+  (`prompts.gemma_chat`); its content goes out as `messages=[{"role": "user", ...}]` and the server's chat
+  template renders the turn (a Gemma template renders the same text; markers are never sent twice). Same seed,
+  n=1, stop, max_tokens, temperature, top_p; logprobs as `logprobs` + `top_logprobs`. Few-shot prompts are not
+  one user message: refused before any work (`EngineConfig.check_api`); any other prompt that is not one user
+  turn becomes an error row.
 - bounded concurrency (`asyncio.Semaphore`); retries with exponential backoff and jitter on 429, 5xx,
   connection errors, timeouts and malformed answers; the client's own retries are off so ours are the only
   ones.
@@ -23,13 +29,15 @@ import logging
 import os
 import random
 
+from cotgen import prompts
 from cotgen.errors import CotgenError
-from cotgen.generate.backend import Request, Sample, Sampling
+from cotgen.generate.backend import Request, Sample, Sampling, error_samples
 from cotgen.generate.config import GenerateConfig
 
 log = logging.getLogger(__name__)
 
 BACKOFF_S, BACKOFF_MAX_S = 1.0, 30.0
+_USER, _MODEL = "<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n"
 
 
 class BadResponse(Exception):
@@ -42,6 +50,8 @@ class OpenAIBackend:
     def __init__(self, cfg: GenerateConfig, sampling: Sampling):
         import openai
 
+        if cfg.prompt_style is not None:
+            cfg.check_api(cfg.prompt_style)
         self.cfg, self.sampling, self.startup_s = cfg, sampling, 0.0
         self.loop = asyncio.new_event_loop()
         key = os.environ.get(cfg.api_key_env) or "EMPTY"  # local servers accept any key
@@ -71,15 +81,26 @@ class OpenAIBackend:
 
     async def _chunk(self, requests: list[Request]) -> list[Sample]:
         gate = asyncio.Semaphore(self.cfg.concurrency)
-        jobs = [self._sample(gate, req, i) for req in requests for i in req.sample_indices]
+        jobs = []
+        for req in requests:
+            messages = None
+            if self.cfg.api == "chat":
+                try:
+                    messages = chat_messages(req.prompt)
+                except CotgenError as err:
+                    jobs += [_ready(sample) for sample in error_samples(req, str(err))]
+                    continue
+            jobs += [self._sample(gate, req, i, messages) for i in req.sample_indices]
         return list(await asyncio.gather(*jobs))
 
-    async def _sample(self, gate: asyncio.Semaphore, req: Request, idx: int) -> Sample:
+    async def _sample(self, gate: asyncio.Semaphore, req: Request, idx: int, messages: list[dict] | None) -> Sample:
         seed = req.seed + idx if self.sampling.seeded else None
         for attempt in range(self.cfg.max_retries + 1):
             try:
                 async with gate:
-                    return await self._once(req, idx, seed)
+                    if messages is None:
+                        return await self._once(req, idx, seed)
+                    return await self._chat(req, idx, seed, messages)
             except self.retryable as err:
                 last = f"{type(err).__name__}: {err}"
             except Exception as err:  # noqa: BLE001 - 4xx and the like: not worth retrying, but not fatal
@@ -112,14 +133,61 @@ class OpenAIBackend:
                       usage.completion_tokens,
                       seed, logprobs)
 
+    async def _chat(self, req: Request, idx: int, seed: int, messages: list[dict]) -> Sample:
+        s = self.sampling
+        optional = {"seed": seed, "stop": list(s.stop) or None, "logprobs": True if s.logprobs else None,
+                    "top_logprobs": s.logprobs or None,
+                    "extra_body": {"return_tokens_as_token_ids": True} if s.logprobs else None}
+        resp = await self.client.chat.completions.create(  # unset options are left out, not sent as null
+            model=self.cfg.teacher, messages=messages, n=1, temperature=s.temperature, top_p=s.top_p,
+            max_tokens=s.max_tokens, **{k: v for k, v in optional.items() if v is not None})
+        choices = getattr(resp, "choices", None)
+        message = getattr(choices[0], "message", None) if choices else None
+        if message is None or not isinstance(message.content, str):
+            raise BadResponse(f"no assistant message in the answer: {str(resp)[:200]}")
+        choice, usage = choices[0], resp.usage
+        if usage is None:
+            raise BadResponse("no usage in the answer")
+        if choice.finish_reason not in ("stop", "length"):
+            raise BadResponse(f"finish_reason {choice.finish_reason!r}")
+        logprobs = _chat_logprobs(choice.logprobs) if s.logprobs else None
+        return Sample(req.problem_id, idx, message.content, choice.finish_reason, usage.prompt_tokens,
+                      usage.completion_tokens, seed, logprobs)
+
     def close(self) -> None:
         self.loop.run_until_complete(self.client.close())
         self.loop.close()
 
 
+async def _ready(sample: Sample) -> Sample:
+    return sample
+
+
+def chat_messages(prompt: str) -> list[dict]:
+    """A chat-style prompt (one Gemma user turn plus the generation prompt, as `prompts.gemma_chat` renders it)
+    -> the one user message it holds; CotgenError for any other prompt."""
+    content = prompt[len(_USER):-len(_MODEL)] if prompt.startswith(_USER) and prompt.endswith(_MODEL) else None
+    messages = [{"role": "user", "content": content}]
+    if content is None or "<start_of_turn>" in content or prompts.gemma_chat(messages) != prompt:
+        raise CotgenError("--api chat sends one user message, and this prompt is not one Gemma user turn "
+                          f"(use --prompt-style chat): {prompt[:80]!r}")
+    return messages
+
+
 def _token_id(token: str) -> int:
     """vLLM's `token_id:123` form; -1 for servers that return token text."""
     return int(token[9:]) if token.startswith("token_id:") and token[9:].isdigit() else -1
+
+
+def _chat_logprobs(lp) -> list[dict] | None:
+    if lp is None or lp.content is None:
+        return None
+    entries = []
+    for item in lp.content:
+        ranked = sorted(item.top_logprobs or [], key=lambda t: -t.logprob)
+        entries.append({"token_id": _token_id(item.token), "logprob": item.logprob,
+                        "top_ids": [_token_id(t.token) for t in ranked], "top_logprobs": [t.logprob for t in ranked]})
+    return entries
 
 
 def _logprobs(lp) -> list[dict] | None:
