@@ -8,7 +8,7 @@ COTGEN   := $(VENV)/bin/cotgen
 export COTGEN_DATA_DIR ?= $(DATA_DIR)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo clean check-installs
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test-fast: setup
 
 demo: setup
 	$(COTGEN) run recipes/cpu-demo.toml
+
+# Dry-run pip resolution (nothing installed) of the tpu and gpu extras for Python 3.11 and 3.12 and of the TPU
+# teacher venv, from PyPI alone; prints the resolved accelerator stack, exit 0 only if all resolve.
+check-installs: ; $(PYTHON) tools/check_installs.py
 
 clean:
 	rm -rf $(VENV) runs
