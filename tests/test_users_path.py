@@ -211,3 +211,23 @@ def test_samplers_stop_on_the_end_of_turn_of_the_models_family():
     assert stop_token_ids(GenerateConfig(teacher="hf:google/gemma-3-12b-it")) == (1, 106)
     assert tiny_for("/kaggle/input/gemma-2/flax/gemma2-2b-it/1") == "tiny-gemma2"  # not on this machine: by name
     assert tiny_for("hf:google/gemma-3-1b-it") == "tiny"
+
+
+def test_vllm_stages_can_run_under_a_second_interpreter(tmp_path, monkeypatch):
+    """On a TPU VM vllm-tpu lives in its own venv: [run] vllm_python / COTGEN_VLLM_PYTHON pick the interpreter of
+    the stages that sample with vLLM, and preflight checks that interpreter has vLLM."""
+    text = RECIPES["gemma3-1b-tpu"].read_text().replace("[run]\n", '[run]\nvllm_python = "/nowhere/bin/python"\n', 1)
+    path = tmp_path / "two.toml"
+    path.write_text(text)
+    plan = plan_mod.build(path, out=tmp_path / "run")
+    gen, train = plan.stage("generate.gsm8k"), plan.stage("train")
+    assert runner.argv(plan, gen, "run")[0] == "/nowhere/bin/python"
+    assert runner.argv(plan, train, "run")[0] == sys.executable
+    with pytest.raises(CotgenError, match=r"stage generate.gsm8k: .*not installed in /nowhere/bin/python: vllm-tpu "
+                                          r"cannot share an environment with google-tunix 0.1.7"):
+        runner.preflight(plan)
+    monkeypatch.setenv("COTGEN_VLLM_PYTHON", sys.executable)
+    assert runner.argv(plan, gen, "run")[0] == sys.executable
+    smoke_plan = plan_mod.build(path, out=tmp_path / "smoke", smoke=True)
+    monkeypatch.delenv("COTGEN_VLLM_PYTHON")
+    assert runner.argv(smoke_plan, smoke_plan.stage("generate.gsm8k"), "run")[0] == sys.executable

