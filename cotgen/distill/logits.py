@@ -35,6 +35,7 @@ from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig
 from cotgen.distill.vocab import logits_vocab, tokenizer_hash
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
+from cotgen.models import known_family
 from cotgen.models.tokenizer import END_OF_TURN
 from cotgen.train import data
 
@@ -108,7 +109,10 @@ class TunixProducer:
         import jax
         from flax import nnx
 
+        from cotgen.models.load import output_head
+
         self.model, self.k, self.max_len = loaded.model, cfg.top_k, cfg.max_len
+        head = output_head(loaded.family)  # Gemma 2 soft-caps its final logits
         self.vocab = logits_vocab(loaded.config.num_embed)
         self.rows = max(1, cfg.batch_tokens // cfg.max_len)
         if self.k > self.vocab:
@@ -127,7 +131,7 @@ class TunixProducer:
             flat = jax.numpy.pad(hidden.reshape(n, d), ((0, -n % CHUNK), (0, 0))).reshape(-1, CHUNK, d)
 
             def chunk(x):  # (CHUNK, D) -> (CHUNK, k) ids and log-probabilities
-                logits = model.embedder.decode(x)[:, :vocab].astype(jax.numpy.float32)
+                logits = head(model, x)[:, :vocab].astype(jax.numpy.float32)
                 values, ids = jax.lax.top_k(logits, k)
                 return ids, values - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
 
@@ -284,6 +288,7 @@ def run(cfg: LogitsConfig) -> dict:
     manifest = {
         "format": store.FORMAT, "cotgen_version": __version__, "teacher": cfg.teacher, "backend": cfg.backend,
         "dtype": cfg.dtype, "top_k": cfg.top_k, "vocab": vocab, "tokenizer_hash": tokenizer_hash(tokenizer),
+        "teacher_family": loaded.family if loaded is not None else known_family(cfg.teacher),
         "data_file": str(examples.path), "data_fingerprint": fingerprint, "max_len": cfg.max_len,
         "examples": n, "truncated": tok.n_truncated, "dropped": tok.n_dropped, "tokens": total_tokens,
         "rows": total_tokens - n, "shard_examples": cfg.shard_examples, "shards": shards, "bytes": size,

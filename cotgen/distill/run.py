@@ -123,10 +123,16 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
     resuming = (cfg.out / "config.toml").is_file()
 
     from cotgen.distill import trainer as kd
-    from cotgen.distill.vocab import shared_vocab, tokenizer_hash
+    from cotgen.distill.vocab import same_family, shared_vocab, tokenizer_hash
+    from cotgen.models import known_family
     from cotgen.models.load import load
     from cotgen.train import metrics
 
+    # refuse Gemma 2 <-> Gemma 3 before loading weights
+    teacher_family = known_family(cfg.teacher) if cfg.teacher else (
+        manifest.get("teacher_family") or known_family(manifest["teacher"]))
+    same_family(cfg.teacher or f"{manifest['teacher']} (logits in {cfg.logits})", teacher_family, cfg.model,
+                known_family(cfg.model))
     mesh = sft.make_mesh(cfg.mesh)
     started = time.perf_counter()
     loaded = load(cfg.model, dtype=cfg.dtype, mesh=mesh)
@@ -136,10 +142,12 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
     if cfg.teacher is not None:
         teacher = load(cfg.teacher, dtype=cfg.dtype, mesh=mesh)
         vocab = shared_vocab(cfg.teacher, tokenizer_hash(teacher.tokenizer), teacher.config.num_embed,
-                             cfg.model, student_hash, loaded.config.num_embed)
+                             cfg.model, student_hash, loaded.config.num_embed,
+                             teacher_family=teacher.family, student_family=loaded.family)
     else:
         vocab = shared_vocab(f"{manifest['teacher']} (logits in {cfg.logits})", manifest["tokenizer_hash"],
-                             manifest["vocab"], cfg.model, student_hash, loaded.config.num_embed)
+                             manifest["vocab"], cfg.model, student_hash, loaded.config.num_embed,
+                             teacher_family=manifest.get("teacher_family"), student_family=loaded.family)
     eot = tokenizer.piece_to_id(END_OF_TURN)
     if eot is None:
         raise CotgenError(f"{cfg.model}: the tokenizer has no {END_OF_TURN} piece to end the student's turn")

@@ -2,7 +2,9 @@
 
 Gemma 3's tokenizer has 262,144 pieces. Hugging Face's Gemma 3 4B and larger carry 262,208 embedding rows (the
 64 extra rows belong to image tokens) against 262,144 for the 1B and 270M (tunix issue #1651): their logits
-are sliced to the shared 262,144 before any KL. Any other difference, in the tokenizer or the embedding, is an
+are sliced to the shared 262,144 before any KL. Gemma 2's tokenizer (256,000 pieces) is another vocabulary:
+a Gemma 2 teacher and a Gemma 3 student (or the reverse) are refused by family, naming which model is which;
+distil across families through traces instead. Any other difference, in the tokenizer or the embedding, is an
 error raised before any work starts. Light module: the tokenizer object is passed in.
 """
 
@@ -37,11 +39,33 @@ def logits_vocab(num_embed: int) -> int:
     return GEMMA3_VOCAB if num_embed == GEMMA3_MULTIMODAL_ROWS else num_embed
 
 
+def same_family(teacher: str, teacher_family: str | None, student: str, student_family: str | None,
+                teacher_rows: int | None = None, student_rows: int | None = None) -> None:
+    """CotgenError naming both models, their families and vocabulary sizes when one is Gemma 2 and the other
+    Gemma 3 (their tokenizers differ); nothing when either family is unknown. Cheap: callers run it before
+    loading weights, with the rows unknown (the families' tokenizer sizes are named instead)."""
+    if not (teacher_family and student_family and teacher_family != student_family):
+        return
+    from cotgen.models.families import FAMILIES
+
+    t, s = FAMILIES[teacher_family], FAMILIES[student_family]
+    t_rows = f", {teacher_rows} embedding rows" if teacher_rows is not None else ""
+    s_rows = f", {student_rows} embedding rows" if student_rows is not None else ""
+    raise CotgenError(
+        f"logit distillation across Gemma families is refused: teacher {teacher} is {t.title} ({t.vocab:,}-piece "
+        f"vocabulary{t_rows}) and student {student} is {s.title} ({s.vocab:,}-piece vocabulary{s_rows}), so "
+        f"their logits do not line up; use a {s.title} teacher, or distil through traces (cotgen generate, then "
+        "cotgen train)")
+
+
 def shared_vocab(teacher: str, teacher_tok: str, teacher_rows: int,
-                 student: str, student_tok: str, student_rows: int) -> int:
+                 student: str, student_tok: str, student_rows: int, *,
+                 teacher_family: str | None = None, student_family: str | None = None) -> int:
     """The vocabulary size both sides are cut to; CotgenError naming both models when they do not match.
 
-    `*_tok` are `tokenizer_hash` values, `*_rows` embedding rows (or the stored logits' vocabulary)."""
+    `*_tok` are `tokenizer_hash` values, `*_rows` embedding rows (or the stored logits' vocabulary), `*_family`
+    "gemma2" | "gemma3" where known (`cotgen.models.family`)."""
+    same_family(teacher, teacher_family, student, student_family, teacher_rows, student_rows)
     if teacher_tok != student_tok:
         raise CotgenError(f"teacher {teacher} and student {student} use different tokenizers (hash "
                           f"{teacher_tok[:12]} vs {student_tok[:12]}): logit distillation needs one "

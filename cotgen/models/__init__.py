@@ -14,8 +14,8 @@ Specs:
                        folder: its name gives the preset), a folder `cotgen export` wrote (either format), or a
                        `cotgen train | rl | distill` run folder (its latest checkpoint, LoRA adapters merged).
 
-`family(spec_or_config)` says "gemma2" or "gemma3" without loading weights. This module only parses specs;
-`cotgen.models.load` imports JAX and Tunix.
+This module only parses specs (and `family(spec_or_config)` says "gemma2" or "gemma3" without loading
+weights); `cotgen.models.load` imports JAX and Tunix.
 """
 
 from __future__ import annotations
@@ -133,7 +133,18 @@ def family(spec_or_config) -> str:
             raise CotgenError(f"model spec {spec!r}: cannot tell Gemma 2 from Gemma 3 by its name and it is not "
                               "in the hub cache; download it and pass the local folder")
         return fam.name
+    if spec.startswith("orbax:") and spec.count(":") >= 2:
+        preset = spec.split(":")[1]
+        return source_family(ModelSource(spec, "orbax", Path(spec[7 + len(preset):]), preset=preset))
     return source_family(resolve(spec, prepare_embedded=False))
+
+
+def known_family(spec: str) -> str | None:
+    """`family(spec)`, or None where it cannot be told without downloading or loading the model."""
+    try:
+        return family(spec)
+    except CotgenError:
+        return None
 
 
 def source_family(source: ModelSource) -> str:

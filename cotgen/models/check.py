@@ -27,7 +27,8 @@ def describe(spec: str, prompt: str, max_tokens: int) -> Iterator[str]:
     start = time.perf_counter()
     loaded = load(spec)
     cfg = loaded.config
-    yield f"model      {spec} ({loaded.source.kind}{', ' + str(loaded.source.path) if loaded.source.path else ''})"
+    where = f", {loaded.source.path}" if loaded.source.path else ""
+    yield f"model      {spec} ({loaded.family}, {loaded.source.kind}{where})"
     yield (f"config     {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.num_heads} heads "
            f"({cfg.num_kv_heads} kv), vocab {cfg.num_embed}, loaded in {time.perf_counter() - start:.1f}s")
     yield f"tokenizer  {loaded.tokenizer.vocab_size} pieces, stop ids {loaded.tokenizer.stop_ids}"

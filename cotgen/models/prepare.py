@@ -224,10 +224,15 @@ def write_hf_tokenizer(folder: Path) -> None:
         "mask_token": "<mask>", "add_bos_token": True, "add_eos_token": False,
         "model_max_length": 32768, "padding_side": "left",
     })
+    import sentencepiece as spm
+
     tok = AutoTokenizer.from_pretrained(str(folder))
     # SentencePiece holds pieces for runs of 2..31 spaces (ids 138-167); as added tokens, the fast tokenizer
-    # splits long space runs exactly like SentencePiece does (leftmost-longest).
-    tok.add_tokens([AddedToken("\u2581" * n, special=False, normalized=True) for n in range(2, 32)])
+    # splits long space runs exactly like SentencePiece does (leftmost-longest). Only pieces the model has are
+    # added (all 30 in Gemma's; a smaller vocabulary, like the tiny model's, must not grow).
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    runs = ["\u2581" * n for n in range(2, 32) if sp.piece_to_id("\u2581" * n) != sp.unk_id()]
+    tok.add_tokens([AddedToken(run, special=False, normalized=True) for run in runs])
     tok.save_pretrained(str(folder))
 
 

@@ -4,17 +4,24 @@ checkpoint.
 Both start from the same plain weights: the run's base model with its checkpoint restored and LoRA adapters
 merged (`cotgen.train.lora.merged_params`; QLoRA adapters are merged into the unquantised base).
 
-safetensors: `model.safetensors` under HF `Gemma3ForCausalLM` names, `config.json` (the base's own when the
-base is a HF folder, else written from the Tunix config), tokenizer files copied from the base. `to_hf` is the
-inverse of Tunix's loader mapping (tunix/models/gemma3/params_safetensors.py): q/k/v/o einsum weights are
-reshaped back to (out, in) matrices, the MLP kernels transposed, norm scales renamed (both store w of `x * (1
-+ w)`); tied embeddings, so no `lm_head`. transformers, vLLM and `cotgen.models.load` read the folder.
+Both families, Gemma 3 and Gemma 2 (`LoadedModel.family`):
 
-orbax: `params/`, a StandardCheckpointer pytree in the upstream (Kaggle/GCS) Gemma 3 layout that
-`tunix.models.gemma3.params.create_model_from_checkpoint` reads (`transformer/layer_N/attn/q_einsum` {w}, MLP
-gate and up stacked as `mlp/gating_einsum`, ...), plus `config.json` and the tokenizer beside it, and
-`cotgen-model.json` saying which is which. Load it with `load_export(folder)`, or, for a base with a Tunix
-preset, with the resolver's `orbax:PRESET:FOLDER/params` spec (it finds `tokenizer.model` one level up).
+safetensors: `model.safetensors` under HF `Gemma3ForCausalLM` / `Gemma2ForCausalLM` names, `config.json` (the
+base's own when the base is a HF folder, else written from the Tunix config), tokenizer files copied from the
+base. `to_hf` is the inverse of Tunix's loader mappings (tunix/models/gemma3/params_safetensors.py,
+tunix/models/gemma/params_safetensors.py; the two name their parameters alike but for Gemma 2's
+`post_attn_norm`): q/k/v/o einsum weights are reshaped back to (out, in) matrices, the MLP kernels transposed,
+norm scales renamed (all store w of `x * (1 + w)`); tied embeddings, so no `lm_head`. transformers, vLLM and
+`cotgen.models.load` read the folder.
+
+orbax: `params/`, a StandardCheckpointer pytree in the upstream (Kaggle/GCS) layout of the family
+(`transformer/layer_N/attn/q_einsum` {w}, MLP gate and up stacked as `mlp/gating_einsum`: (2, F, D) for Gemma 3,
+which `tunix.models.gemma3.params.create_model_from_checkpoint` reads; (2, D, F) and `post_attention_norm` for
+Gemma 2, which `tunix.models.gemma.params.load_and_format_params` + `Gemma.from_params` read), plus `config.json`
+and the tokenizer beside it, and `cotgen-model.json` saying which is which. Load it with `load_export(folder)`,
+or, for a base with a Tunix preset, with the resolver's `orbax:PRESET:FOLDER/params` spec (it finds
+`tokenizer.model` one level up). `save_upstream` writes just the checkpoint (a Kaggle flax layout is that folder
+named after the model, e.g. `gemma2-2b-it/`, beside `tokenizer.model`).
 """
 
 from __future__ import annotations
@@ -41,14 +48,16 @@ assert set(RUN_MODULES) == set(RUN_COMMANDS)
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "added_tokens.json")
 _NORMS = {"pre_attention_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+          "post_attn_norm": "post_attention_layernorm",  # Gemma 2's name for it
           "pre_ffw_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
           "attn._query_norm": "self_attn.q_norm", "attn._key_norm": "self_attn.k_norm"}
 _MLP = {"gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "down_proj": "mlp.down_proj"}
+UPSTREAM_NAMES = {"post_attn_norm": "post_attention_norm"}  # Gemma 2: Tunix module name -> upstream name
 
 
 # ------------------------------------------------------------------------------------------------ mappings
 def to_hf(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Tunix Gemma 3 parameters (dotted paths) -> HF Gemma3ForCausalLM tensors."""
+    """Tunix Gemma 3 or Gemma 2 parameters (dotted paths) -> HF Gemma3ForCausalLM / Gemma2ForCausalLM tensors."""
 
     def proj(w):  # (n, D, H) -> (n*H, D)
         n, d, h = w.shape
@@ -64,7 +73,7 @@ def to_hf(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         parts = key.split(".")
         if parts[0] != "layers" or len(parts) < 4:
-            raise CotgenError(f"cannot export parameter {key!r}: not part of a Gemma 3 text model")
+            raise CotgenError(f"cannot export parameter {key!r}: not part of a Gemma text model")
         hf = f"model.layers.{parts[1]}."
         rest = ".".join(parts[2:])
         module, _, leaf = rest.rpartition(".")
@@ -86,8 +95,9 @@ def to_hf(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
-def to_upstream(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Tunix Gemma 3 parameters -> the upstream orbax layout `params.map_from_upstream_checkpoint` reads."""
+def to_upstream(params: dict[str, np.ndarray], family: str = "gemma3") -> dict[str, dict[str, np.ndarray]]:
+    """Tunix parameters -> the family's upstream orbax layout (Gemma 3: what `gemma3.params.
+    map_from_upstream_checkpoint` reads; Gemma 2: what `gemma.params.load_and_format_params` reads)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     mlp: dict[str, dict[str, np.ndarray]] = {}
     for key, w in params.items():
@@ -99,19 +109,37 @@ def to_upstream(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray
         elif parts[0] == "layers" and parts[2] == "mlp":
             mlp.setdefault(parts[1], {})[parts[3]] = w
         elif parts[0] == "layers":
-            module = "/".join(["transformer", f"layer_{parts[1]}", *parts[2:-1]])
+            names = [UPSTREAM_NAMES.get(n, n) if family == "gemma2" else n for n in parts[2:-1]]
+            module = "/".join(["transformer", f"layer_{parts[1]}", *names])
             out.setdefault(module, {})[parts[-1]] = w
         else:
-            raise CotgenError(f"cannot export parameter {key!r}: not part of a Gemma 3 text model")
+            raise CotgenError(f"cannot export parameter {key!r}: not part of a Gemma text model")
     for layer, kernels in mlp.items():
         prefix = f"transformer/layer_{layer}/mlp"
-        out[f"{prefix}/gating_einsum"] = {"w": np.stack([kernels["gate_proj"].T, kernels["up_proj"].T])}
+        if family == "gemma2":  # (2, D, F): the Linear kernels as they are
+            out[f"{prefix}/gating_einsum"] = {"w": np.stack([kernels["gate_proj"], kernels["up_proj"]])}
+        else:  # (2, F, D)
+            out[f"{prefix}/gating_einsum"] = {"w": np.stack([kernels["gate_proj"].T, kernels["up_proj"].T])}
         out[f"{prefix}/linear"] = {"w": kernels["down_proj"]}
     return out
 
 
-def hf_config(config, dtype: str, eot_id: int | None) -> dict:
-    """A HF `config.json` for a Tunix Gemma 3 ModelConfig (used when the base has none)."""
+def save_upstream(params: dict[str, np.ndarray], path: Path, family: str = "gemma3") -> Path:
+    """Write Tunix parameters as an orbax checkpoint folder `path` in the family's upstream (Kaggle) layout."""
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(Path(path).resolve(), to_upstream(params, family))
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    return Path(path)
+
+
+def hf_config(config, dtype: str, eot_id: int | None, family: str = "gemma3", *,
+              max_positions: int | None = None) -> dict:
+    """A HF `config.json` for a Tunix Gemma 3 or Gemma 2 ModelConfig (used when the base has none)."""
+    if family == "gemma2":
+        return _hf_config_gemma2(config, dtype, eot_id, max_positions or 8192)
     from tunix.models.gemma3 import model as gemma3
 
     scalar = (config.head_dim if config.query_pre_attn_norm
@@ -125,7 +153,7 @@ def hf_config(config, dtype: str, eot_id: int | None) -> dict:
         "num_hidden_layers": layers, "num_attention_heads": config.num_heads,
         "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim,
         "query_pre_attn_scalar": scalar,
-        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+        "max_position_embeddings": max_positions or 32768, "rms_norm_eps": 1e-6,
         "rope_theta": float(config.global_base_frequency),
         "rope_local_base_freq": float(config.local_base_frequency),
         "rope_scaling": (None if config.global_scale_factor == 1.0
@@ -134,6 +162,28 @@ def hf_config(config, dtype: str, eot_id: int | None) -> dict:
         "layer_types": ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)],
         "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "attention_dropout": 0.0,
         "attn_logit_softcapping": None, "final_logit_softcapping": None, "tie_word_embeddings": True,
+        "bos_token_id": 2, "eos_token_id": [1] if eot_id is None else [1, eot_id], "pad_token_id": 0,
+        "torch_dtype": dtype,
+    }
+
+
+def _hf_config_gemma2(config, dtype: str, eot_id: int | None, max_positions: int) -> dict:
+    from tunix.models.gemma import model as gemma
+
+    return {
+        "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+        "vocab_size": config.num_embed, "hidden_size": config.embed_dim, "intermediate_size": config.hidden_dim,
+        "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim,
+        "query_pre_attn_scalar": config.head_dim,  # Tunix's Gemma 2 scales queries by head_dim ** -0.5
+        "max_position_embeddings": max_positions, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "sliding_window": config.sliding_window_size,
+        "layer_types": ["sliding_attention" if t == gemma.AttentionType.LOCAL_SLIDING else "full_attention"
+                        for t in config.attention_types][:config.num_layers],
+        "final_logit_softcapping": config.final_logit_softcap,
+        "attn_logit_softcapping": config.attn_logits_soft_cap,
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh", "attention_bias": False,
+        "attention_dropout": 0.0, "cache_implementation": "hybrid", "tie_word_embeddings": True,
         "bos_token_id": 2, "eos_token_id": [1] if eot_id is None else [1, eot_id], "pad_token_id": 0,
         "torch_dtype": dtype,
     }
@@ -203,7 +253,8 @@ def export(ckpt: Path, fmt: str, out: Path, *, dtype: str = "float32", overwrite
     np_dtype = _np_dtype(dtype)
     params = {k: v.astype(np_dtype) for k, v in params.items()}
     eot = loaded.tokenizer.piece_to_id("<end_of_turn>")
-    manifest = {"format": fmt, "cotgen_version": __version__, "base_model": cfg.model, "method": cfg.method,
+    manifest = {"format": fmt, "cotgen_version": __version__, "base_model": cfg.model, "family": loaded.family,
+                "method": cfg.method,
                 "run": str(run_dir.resolve()), "step": step, "dtype": dtype,
                 "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora else None}
     if out.exists():
@@ -213,15 +264,13 @@ def export(ckpt: Path, fmt: str, out: Path, *, dtype: str = "float32", overwrite
         if fmt == "safetensors":
             from safetensors.numpy import save_file
 
-            save_file(to_hf(params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        else:
-            import orbax.checkpoint as ocp
+            from cotgen.models import chat_template
 
+            save_file(to_hf(params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            chat_template.write(tmp)  # family from config.json's model_type: `vllm serve` answers chat requests
+        else:
             manifest["checkpoint"] = "params"
-            checkpointer = ocp.StandardCheckpointer()
-            checkpointer.save((tmp / "params").resolve(), to_upstream(params))
-            checkpointer.wait_until_finished()
-            checkpointer.close()
+            save_upstream(params, tmp / "params", loaded.family)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -246,7 +295,7 @@ def _write_config_and_tokenizer(loaded, folder: Path, dtype: str, eot_id: int | 
         config["torch_dtype"] = dtype
         config.pop("dtype", None)
     else:
-        config = hf_config(loaded.config, dtype, eot_id)
+        config = hf_config(loaded.config, dtype, eot_id, loaded.family)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if base is None:  # the tiny model: its SentencePiece model lives in cotgen's cache
         from cotgen.models import tiny
@@ -269,16 +318,17 @@ def load_export(folder: str | Path, *, dtype: str = "float32", mesh=None):
     if manifest["format"] == "safetensors":
         return load(str(folder), dtype=dtype, mesh=mesh)
     import jax.numpy as jnp
-    from tunix.models.gemma3 import params as gemma3_params
 
-    from cotgen.models import ModelSource
-    from cotgen.models.load import LoadedModel, check_vocabulary, tunix_config
+    from cotgen.models import ModelSource, family
+    from cotgen.models.load import LoadedModel, check_vocabulary, tunix_config, tunix_family
     from cotgen.models.tokenizer import Tokenizer
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    config = tunix_config(json.loads((folder / "config.json").read_text()), folder, jdtype)
+    hf = json.loads((folder / "config.json").read_text())
+    name = family(hf)
+    config = tunix_config(hf, folder, jdtype)
     tokenizer = Tokenizer.from_folder(folder)
-    check_vocabulary(tokenizer, config.num_embed, str(folder))
+    check_vocabulary(tokenizer, config.num_embed, str(folder), name)
     path = (folder / manifest.get("checkpoint", "params")).resolve()
-    model = gemma3_params.create_model_from_checkpoint(str(path), config, mesh, dtype=jdtype)
-    return LoadedModel(model, tokenizer, config, ModelSource(str(folder), "orbax", path))
+    model = tunix_family(name).from_orbax(path, config, mesh, jdtype)
+    return LoadedModel(model, tokenizer, config, ModelSource(str(folder), "orbax", path), name)
