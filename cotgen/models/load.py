@@ -252,11 +252,11 @@ def _load_hf(source: ModelSource, dtype, mesh) -> LoadedModel:
     hf = json.loads((path / "config.json").read_text())
     fam = families.from_model_type(hf.get("model_type"), f"{path}/config.json")
     config = TUNIX[fam.name].config(hf, path, dtype)
+    tokenizer = _tokenizer(path, path, fam)
+    check_vocabulary(tokenizer, config.num_embed, str(path), fam.name)  # cheap checks first
     if not list(path.glob("*.safetensors")):
         raise CotgenError(f"{path}: no *.safetensors weights (a Hugging Face folder needs model.safetensors or "
                           "model-0000N-of-0000M.safetensors)")
-    tokenizer = _tokenizer(path, path, fam)
-    check_vocabulary(tokenizer, config.num_embed, str(path), fam.name)
     model = TUNIX[fam.name].from_safetensors(path, config, mesh, dtype)
     return LoadedModel(model, tokenizer, config, source, fam.name)
 
