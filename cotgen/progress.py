@@ -30,10 +30,8 @@ def bar(**kwargs):
     """A tqdm bar (`tqdm.auto`: a widget in a notebook) writing to stderr, or None when nobody watches."""
     if not wanted():
         return None
-    if in_notebook():
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
+    from tqdm.auto import tqdm
+
     return tqdm(dynamic_ncols=True, file=sys.stderr, **kwargs)
 
 

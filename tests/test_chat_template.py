@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
 import pytest
+import openai_stub
 from click.testing import CliRunner
 
 from cotgen import prompts
@@ -185,29 +184,15 @@ def test_export_writes_the_template(tmp_path, gsm8k_rows):
 
 
 # ---- openai backend, --api chat -------------------------------------------------------------------------
-class _Chat(BaseHTTPRequestHandler):
+class _Chat(openai_stub.Scripted):
     """Answers /v1/chat/completions from a per-user-message script: 'ok', 'garbage', '500', '400', 'nomsg'."""
 
+    model_id = "student"
     script: ClassVar[dict] = {}
     calls: ClassVar[list] = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: dict | str):
-        data = (body if isinstance(body, str) else json.dumps(body)).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send(200, {"object": "list", "data": [{"id": "student", "object": "model", "owned_by": "x",
-                                                      "created": 0}]})
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         self.calls.append({"path": self.path, **body})
         if self.path != "/v1/chat/completions":
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -234,11 +219,8 @@ class _Chat(BaseHTTPRequestHandler):
 def chat_server():
     _Chat.calls.clear()
     _Chat.script = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Chat)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Chat
-    server.shutdown()
+    with openai_stub.serve(_Chat) as served:
+        yield served
 
 
 def _backend(url: str, sampling: Sampling, **kw):

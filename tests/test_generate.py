@@ -7,13 +7,12 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
 import pytest
+import openai_stub
 from click.testing import CliRunner
 
 from cotgen import prompts
@@ -166,29 +165,14 @@ def test_cli_imports_no_heavy_modules():
 # ---- openai backend against a scripted server -----------------------------------------------------------
 
 
-class _Script(BaseHTTPRequestHandler):
+class _Script(openai_stub.Scripted):
     """Answers /v1/completions from a per-prompt script: 'ok', 'garbage', '500', '429', '400'."""
 
     script: ClassVar[dict] = {}
     calls: ClassVar[list] = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: dict | str):
-        data = (body if isinstance(body, str) else json.dumps(body)).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send(200, {"object": "list", "data": [{"id": "teacher", "object": "model", "owned_by": "x",
-                                                      "created": 0}]})
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         self.calls.append(body)
         plan = self.script[body["prompt"]]
         what = plan.pop(0) if len(plan) > 1 else plan[0]
@@ -204,11 +188,8 @@ class _Script(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Script)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Script
-    server.shutdown()
+    with openai_stub.serve(_Script) as served:
+        yield served
 
 
 def test_openai_backend_retries_then_records_errors(scripted_server, monkeypatch):

@@ -37,14 +37,12 @@ def test_a_user_set_offline_hub_is_kept_and_an_uncached_model_fails_in_one_line(
     plan = plan_mod.build(RECIPES["gemma3-1b-gpu"], out=tmp_path / "run")
     assert runner.environment(plan)["HF_HUB_OFFLINE"] == "1"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    code = "from cotgen.models import resolve; resolve('hf:google/gemma-3-1b-it')"
     out = subprocess.run([sys.executable, "-m", "cotgen.cli", "eval", "--model", "hf:google/gemma-3-1b-it",
                           "--source", "gsm8k", "--out", str(tmp_path / "e"), "--backend", "tunix"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [line for line in out.stderr.splitlines() if "hf:google/gemma-3-1b-it" in line]
     assert lines and "HF_HUB_OFFLINE=1" in lines[-1] and "Traceback" not in out.stderr, out.stderr[-2000:]
-    del code
 
 
 # ---------------------------------------------------------------------------------------------------- rollouts

@@ -120,17 +120,9 @@ class OpenAIBackend:
             model=self.cfg.teacher, prompt=req.prompt, n=1, seed=seed, temperature=s.temperature,
             top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop) or None, logprobs=s.logprobs or None,
             extra_body=extra)
-        choices = getattr(resp, "choices", None)
-        if not choices or not isinstance(choices[0].text, str):
-            raise BadResponse(f"no completion in the answer: {str(resp)[:200]}")
-        choice, usage = choices[0], resp.usage
-        if usage is None:
-            raise BadResponse("no usage in the answer")
-        if choice.finish_reason not in ("stop", "length"):
-            raise BadResponse(f"finish_reason {choice.finish_reason!r}")
+        choice, text, usage = _finished(resp, lambda c: c.text, "completion")
         logprobs = _logprobs(choice.logprobs) if s.logprobs else None
-        return Sample(req.problem_id, idx, choice.text, choice.finish_reason, usage.prompt_tokens,
-                      usage.completion_tokens,
+        return Sample(req.problem_id, idx, text, choice.finish_reason, usage.prompt_tokens, usage.completion_tokens,
                       seed, logprobs)
 
     async def _chat(self, req: Request, idx: int, seed: int, messages: list[dict]) -> Sample:
@@ -141,22 +133,29 @@ class OpenAIBackend:
         resp = await self.client.chat.completions.create(  # unset options are left out, not sent as null
             model=self.cfg.teacher, messages=messages, n=1, temperature=s.temperature, top_p=s.top_p,
             max_tokens=s.max_tokens, **{k: v for k, v in optional.items() if v is not None})
-        choices = getattr(resp, "choices", None)
-        message = getattr(choices[0], "message", None) if choices else None
-        if message is None or not isinstance(message.content, str):
-            raise BadResponse(f"no assistant message in the answer: {str(resp)[:200]}")
-        choice, usage = choices[0], resp.usage
-        if usage is None:
-            raise BadResponse("no usage in the answer")
-        if choice.finish_reason not in ("stop", "length"):
-            raise BadResponse(f"finish_reason {choice.finish_reason!r}")
+        choice, text, usage = _finished(resp, lambda c: getattr(getattr(c, "message", None), "content", None),
+                                        "assistant message")
         logprobs = _chat_logprobs(choice.logprobs) if s.logprobs else None
-        return Sample(req.problem_id, idx, message.content, choice.finish_reason, usage.prompt_tokens,
-                      usage.completion_tokens, seed, logprobs)
+        return Sample(req.problem_id, idx, text, choice.finish_reason, usage.prompt_tokens, usage.completion_tokens,
+                      seed, logprobs)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.close())
         self.loop.close()
+
+
+def _finished(resp, text_of, what: str):
+    """(first choice, its text, usage) of a finished answer (completions or chat: `text_of` reads the text);
+    BadResponse, which is retried, for anything missing or a generation that did not finish."""
+    choices = getattr(resp, "choices", None)
+    text = text_of(choices[0]) if choices else None
+    if not isinstance(text, str):
+        raise BadResponse(f"no {what} in the answer: {str(resp)[:200]}")
+    if resp.usage is None:
+        raise BadResponse("no usage in the answer")
+    if choices[0].finish_reason not in ("stop", "length"):
+        raise BadResponse(f"finish_reason {choices[0].finish_reason!r}")
+    return choices[0], text, resp.usage
 
 
 async def _ready(sample: Sample) -> Sample:

@@ -63,13 +63,10 @@ def template(family: str = "gemma3") -> str:
 
 
 def family_of(folder: str | Path) -> str:
-    """gemma2 for a folder whose config.json says model_type "gemma2", else gemma3."""
-    path = Path(folder) / "config.json"
-    try:
-        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        model_type = None
-    return "gemma2" if model_type == "gemma2" else "gemma3"
+    """The folder's family (`cotgen.models.known_family`: its config.json model_type), Gemma 3 where unknown."""
+    from cotgen.models import known_family
+
+    return known_family(str(folder)) or "gemma3"
 
 
 def _raise_exception(message: str):

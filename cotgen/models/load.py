@@ -15,6 +15,7 @@ cast to the requested dtype instead.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,38 @@ def load(spec: str | ModelSource, *, dtype: str = "float32", mesh=None) -> Loade
 
 
 # ---------------------------------------------------------------------------------------------- the families
-class _Gemma3:
-    name = "gemma3"
+class _Family:
+    """What the two families share: Tunix package `tunix.models.<package>`, its model class, presets named
+    `<name>_...`, and its safetensors loader."""
 
-    @staticmethod
-    def module():
-        from tunix.models.gemma3 import model
+    name: str
+    package: str
+    class_name: str
 
-        return model
+    @classmethod
+    def module(cls):
+        return importlib.import_module(f"tunix.models.{cls.package}.model")
 
     @classmethod
     def model_class(cls):
-        return cls.module().Gemma3
+        return getattr(cls.module(), cls.class_name)
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        return sorted(n for n in dir(cls.module().ModelConfig) if n.startswith(f"{cls.name}_"))
+
+    @classmethod
+    def preset(cls, name: str):
+        return getattr(cls.module().ModelConfig, name)()
+
+    @classmethod
+    def from_safetensors(cls, path: Path, config, mesh, dtype):
+        loader = importlib.import_module(f"tunix.models.{cls.package}.params_safetensors")
+        return loader.create_model_from_safe_tensors(str(path), config, mesh, dtype=dtype)
+
+
+class _Gemma3(_Family):
+    name, package, class_name = "gemma3", "gemma3", "Gemma3"
 
     @classmethod
     def config(cls, hf: dict, path: Path, dtype):
@@ -97,20 +118,6 @@ class _Gemma3:
     def with_dtype(config, dtype):
         return dataclasses.replace(config, param_dtype=dtype)
 
-    @classmethod
-    def presets(cls) -> list[str]:
-        return sorted(n for n in dir(cls.module().ModelConfig) if n.startswith("gemma3_"))
-
-    @classmethod
-    def preset(cls, name: str):
-        return getattr(cls.module().ModelConfig, name)()
-
-    @staticmethod
-    def from_safetensors(path: Path, config, mesh, dtype):
-        from tunix.models.gemma3 import params_safetensors
-
-        return params_safetensors.create_model_from_safe_tensors(str(path), config, mesh, dtype=dtype)
-
     @staticmethod
     def from_orbax(path: Path, config, mesh, dtype):
         from tunix.models.gemma3 import params
@@ -123,18 +130,8 @@ class _Gemma3:
         return model.embedder.decode(hidden)
 
 
-class _Gemma2:
-    name = "gemma2"
-
-    @staticmethod
-    def module():
-        from tunix.models.gemma import model
-
-        return model
-
-    @classmethod
-    def model_class(cls):
-        return cls.module().Gemma
+class _Gemma2(_Family):
+    name, package, class_name = "gemma2", "gemma", "Gemma"
 
     @classmethod
     def config(cls, hf: dict, path: Path, dtype):
@@ -166,20 +163,6 @@ class _Gemma2:
     @staticmethod
     def with_dtype(config, dtype):
         return config  # no param_dtype field: the loaders cast
-
-    @classmethod
-    def presets(cls) -> list[str]:
-        return sorted(n for n in dir(cls.module().ModelConfig) if n.startswith("gemma2_"))
-
-    @classmethod
-    def preset(cls, name: str):
-        return getattr(cls.module().ModelConfig, name)()
-
-    @staticmethod
-    def from_safetensors(path: Path, config, mesh, dtype):
-        from tunix.models.gemma import params_safetensors
-
-        return params_safetensors.create_model_from_safe_tensors(str(path), config, mesh, dtype=dtype)
 
     @classmethod
     def from_orbax(cls, path: Path, config, mesh, dtype):

@@ -84,7 +84,9 @@ def preset_for(spec: str, plan: Plan) -> str | None:
 
 
 def preset_family(preset: str) -> str:
-    return "gemma2" if preset.startswith("gemma2") else "gemma3"
+    from cotgen.models.families import preset_family as family_of
+
+    return getattr(family_of(preset), "name", "gemma3")
 
 
 _SHAPES: dict[str, dict] = {}
@@ -98,19 +100,13 @@ def shape(preset: str) -> dict[str, Any]:
     import numpy as np
     from flax import nnx
 
-    if preset_family(preset) == "gemma2":
-        from tunix.models.gemma import model as module
+    from cotgen.models.load import tunix_family
 
-        model_cls = module.Gemma
-    else:
-        from tunix.models.gemma3 import model as module
-
-        model_cls = module.Gemma3
-    factory = getattr(module.ModelConfig, preset, None)
-    if factory is None or preset.startswith("_"):
-        known = sorted(n for n in dir(module.ModelConfig) if n.startswith(preset_family(preset)))
-        raise CotgenError(f"Tunix has no preset {preset!r}; known: {', '.join(known)}")
-    cfg = factory()
+    tunix = tunix_family(preset_family(preset))
+    if preset.startswith("_") or preset not in tunix.presets():
+        raise CotgenError(f"Tunix has no preset {preset!r}; known: {', '.join(tunix.presets())}")
+    model_cls = tunix.model_class()
+    cfg = tunix.preset(preset)
     abstract = nnx.eval_shape(lambda: model_cls(cfg, rngs=nnx.Rngs(0)))
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     _SHAPES[preset] = {"preset": preset, "family": preset_family(preset), "params": params,

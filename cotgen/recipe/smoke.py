@@ -51,12 +51,12 @@ def _style(spec: str, command: str) -> str:
     return "plain" if command == "rl" else "few_shot"
 
 
-def _tables(table: dict[str, Any], reserved: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The table and its phase sub-tables (and `reserved` override tables such as eval.base)."""
+def _tables(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table and every sub-table in it (phases, and override tables such as eval.base)."""
     found = [table]
     for value in table.values():
         if isinstance(value, dict):
-            found += _tables(value, reserved)
+            found += _tables(value)
     return found
 
 

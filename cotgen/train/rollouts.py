@@ -11,22 +11,17 @@ ships the mappings is accepted without a change here.
 
 from __future__ import annotations
 
-import importlib
-
 from cotgen.errors import CotgenError
+from cotgen.models.load import TUNIX
 
 ENGINES = ("vanilla", "vllm", "sglang_jax")
-# family -> (module, class) of the Tunix model
-MODEL_CLASSES = {"gemma3": ("tunix.models.gemma3.model", "Gemma3"), "gemma2": ("tunix.models.gemma.model", "Gemma")}
 MAPPING_BACKEND = "vllm_jax"  # what VllmRollout and SglangJaxRollout ask for (MappingConfig's default)
 
 
 def has_mapping(family: str) -> bool:
     """True when the pinned Tunix ships a vllm_jax weight mapping for `family`."""
-    module, name = MODEL_CLASSES[family]
-    cls = getattr(importlib.import_module(module), name)
     try:
-        cls.mapping_for(MAPPING_BACKEND)
+        TUNIX[family].model_class().mapping_for(MAPPING_BACKEND)
     except RuntimeError:
         return False
     return True
@@ -37,15 +32,16 @@ def problem(engine: str, family: str, platform: str) -> str | None:
     otherwise why not and what would work."""
     if engine not in ENGINES:
         return f"unknown rollout engine {engine!r}; known: {', '.join(ENGINES)}"
-    if family not in MODEL_CLASSES:
-        return f"unknown model family {family!r}; known: {', '.join(MODEL_CLASSES)}"
+    if family not in TUNIX:
+        return f"unknown model family {family!r}; known: {', '.join(TUNIX)}"
     if engine == "vanilla":
         return None
     if platform != "tpu":
         return (f"rollout = {engine!r} runs through {'tpu-inference' if engine == 'vllm' else 'sglang-jax'}, "
                 f"which Tunix supports on TPU only; this target is {platform}: use rollout = \"vanilla\"")
     if not has_mapping(family):
-        return (f"rollout = {engine!r}: Tunix's {MODEL_CLASSES[family][1]} ({MODEL_CLASSES[family][0]}) has no "
+        tunix = TUNIX[family]
+        return (f"rollout = {engine!r}: Tunix's {tunix.class_name} (tunix.models.{tunix.package}.model) has no "
                 f"{MAPPING_BACKEND} weight mapping in the pinned Tunix, so its rollout would fail at the first "
                 "step (\"vllm_jax mappings not available\"): use rollout = \"vanilla\"")
     return None
