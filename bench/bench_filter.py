@@ -98,7 +98,7 @@ def math_pairs(seed: int) -> tuple[list[str], list[str], list[bool]]:
 def mv_check(pred: str | None, gold: str, wrap: bool) -> bool:
     from math_verify import parse, verify
 
-    from cotgen.filter.symbolic import wrap as wrapped
+    from cotgen.verify.symbolic import wrap as wrapped
 
     if pred is None:
         return False
@@ -119,7 +119,7 @@ def accuracy(got, labels) -> float:
 
 
 def section_gsm8k(n: int, seed: int) -> dict:
-    from cotgen.filter.verify import Verifier
+    from cotgen.verify.verifier import Verifier
 
     texts, golds, labels, written = gsm8k_pairs(n, seed)
     mv_check("1", "1", False)  # math-verify's first call warms ANTLR and sympy up (0.3 s); not timed
@@ -142,7 +142,7 @@ def section_gsm8k(n: int, seed: int) -> dict:
 
 
 def section_math(seed: int, workers: list[int]) -> dict:
-    from cotgen.filter.verify import Verifier
+    from cotgen.verify.verifier import Verifier
 
     preds, golds, labels = math_pairs(seed)
     mv_check("1", "1", True)
@@ -164,7 +164,7 @@ def section_math(seed: int, workers: list[int]) -> dict:
 
 
 def section_labelled() -> dict:
-    from cotgen.filter.verify import Verifier
+    from cotgen.verify.verifier import Verifier
 
     pairs = [json.loads(line) for line in (ROOT / "tests" / "data" / "verifier_pairs.jsonl").open()]
     labels = [p["equal"] for p in pairs]

@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.filter.extract import last_boxed
+from cotgen.verify.extract import last_boxed
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from cotgen.filter.extract import METHODS, extract_answer, extract_frame, last_boxed
+from cotgen.verify.extract import METHODS, extract_answer, extract_frame, last_boxed
 
 
 @pytest.mark.parametrize(

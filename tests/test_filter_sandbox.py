@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cotgen.filter.sandbox import WorkerPool, screen
-from cotgen.filter.verify import Verifier
+from cotgen.verify.sandbox import WorkerPool, screen
+from cotgen.verify.verifier import Verifier
 
 TIMEOUT = 1.0
 
@@ -48,7 +48,7 @@ def test_code_injection_is_never_executed(verifier, tmp_path):
 
 def test_injection_does_not_run_even_past_the_screen(tmp_path):
     """Straight into a worker, skipping the parent's screen: the worker screens again, parses LaTeX only."""
-    from cotgen.filter import symbolic
+    from cotgen.verify import symbolic
 
     marker = tmp_path / "pwned"
     assert symbolic.check((f"__import__('os').system('touch {marker}')", "5", 5.0)) == "rejected"

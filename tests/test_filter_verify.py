@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cotgen.filter.verify import STATUSES, Verdict, Verifier, score_completions, verify
+from cotgen.verify.verifier import STATUSES, Verdict, Verifier, score_completions, verify
 
 PAIRS = [json.loads(line) for line in (Path(__file__).parent / "data" / "verifier_pairs.jsonl").open()]
 
@@ -117,7 +117,7 @@ def test_module_level_api():
 
 def test_base_numerals_compare_digits_and_base():
     """math-verify drops the subscript of MATH's base-conversion answers (40_8 == 40_9 for it)."""
-    from cotgen.filter.verify import Verifier
+    from cotgen.verify.verifier import Verifier
 
     preds = ["40_9", "40_{9}", "40", "40_8", "36", "41_9", "A3_{16}", "a3_{16}"]
     golds = ["40_9"] * 6 + ["A3_16", "A3_16"]

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.filter.extract import last_boxed
+from cotgen.verify.extract import last_boxed
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 from cotgen.sources import load_problems, parse_columns, problem_id
 

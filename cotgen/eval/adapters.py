@@ -1,6 +1,6 @@
 """The only place eval touches the filter stage: extraction, verdict, format check and the maj@k voting key.
 
-- `judge(df)`: `cotgen.filter.verify.Verifier.score_completions` on (`completion`, `gold`): the filter's
+- `judge(df)`: `cotgen.verify.verifier.Verifier.score_completions` on (`completion`, `gold`): the filter's
   extraction ladder and its verifier in one call, the same path training data and RL rewards take. Adds
   `extracted`, `method`, `correct`, `status` (filter's STATUSES) and `path` (numeric | symbolic).
 - `format_ok`: `cotgen.filter.quality.add_format` matched (`cotgen.prompts.STUDENT_FORMAT_RE`).
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from cotgen.filter import numeric, quality
-from cotgen.filter.verify import Verifier
+from cotgen.filter import quality
+from cotgen.verify import numeric
+from cotgen.verify.verifier import Verifier
 
-VERIFIER = ("cotgen.filter.verify.Verifier.score_completions: numeric path (Polars, exact rationals) first, "
+VERIFIER = ("cotgen.verify.verifier.Verifier.score_completions: numeric path (Polars, exact rationals) first, "
             "then math-verify in sandboxed workers; timeout/rejected/error/bad_gold never correct")
 
 

@@ -35,10 +35,10 @@ SAMPLE_SCHEMA = pl.Schema(
         "seed": pl.Int64,
         "error": pl.String,
         "extracted": pl.String,  # null: unparsed
-        "method": pl.String,  # the extraction rule that matched (cotgen.filter.extract.METHODS)
+        "method": pl.String,  # the extraction rule that matched (cotgen.verify.extract.METHODS)
         "vote": pl.String,  # maj@k voting key; null: unparsed
         "correct": pl.Boolean,
-        "status": pl.String,  # the verifier's (cotgen.filter.verify.STATUSES); "sample_error": sampling failed
+        "status": pl.String,  # the verifier's (cotgen.verify.verifier.STATUSES); "sample_error": sampling failed
         "path": pl.String,  # numeric | symbolic: which path of the verifier decided
         "format_ok": pl.Boolean,
     }

@@ -137,7 +137,7 @@ def data_origin(cfg: EvalConfig) -> dict:
 
 def protocol(cfg: EvalConfig, problems: pl.DataFrame, model: dict, results: dict, texts: dict) -> dict:
     """Everything that decides the numbers, flat keys first (compare reads them)."""
-    from cotgen.filter import extract
+    from cotgen.verify import extract
 
     sampled = results.get("sampled")
     greedy = results["greedy"].sampling
@@ -151,7 +151,7 @@ def protocol(cfg: EvalConfig, problems: pl.DataFrame, model: dict, results: dict
         "top_p": cfg.top_p if cfg.k > 1 else None, "max_tokens": cfg.max_tokens, "seed": cfg.seed,
         "greedy_sampling": _sampling(greedy),
         "sampled_sampling": _sampling(sampled.sampling) if sampled else None,
-        "extraction": "cotgen.filter.extract ladder, first hit wins: " + " > ".join(extract.METHODS),
+        "extraction": "cotgen.verify.extract ladder, first hit wins: " + " > ".join(extract.METHODS),
         "verifier": _verifier_name(),
         "format_check": "cotgen.prompts.STUDENT_FORMAT_RE on the whole completion",
         "voting": "maj@k: first k samples; unparsed answers do not vote; ties to the earliest first vote; "

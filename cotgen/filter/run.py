@@ -1,8 +1,8 @@
 """`cotgen filter`: raw traces -> verified, curated SFT data. `run(cfg)` is the whole stage.
 
 1. Check every trace file and load the problems (`inputs.py`); collect evaluation n-grams (`dedup.py`).
-2. Score the traces batch by batch (`batch_rows` at a time, bounded memory): extraction (`extract.py`),
-   verification against the gold (`verify.py`), quality filters (`quality.py`), fingerprints (`dedup.py`).
+2. Score the traces batch by batch (`batch_rows` at a time, bounded memory): extraction (`cotgen.verify.extract`),
+   verification against the gold (`cotgen.verify.verifier`), quality filters (`quality.py`), fingerprints (`dedup.py`).
    Only a slim row per trace (no text) is kept, in a scratch folder.
 3. Give each trace the first reason it goes, in funnel order: bad_gold, unparsed, wrong | unverified, the
    quality filters, duplicate | near_duplicate, contaminated, over_limit (`select.py`); the rest are kept.
@@ -30,10 +30,10 @@ from cotgen.config import write_resolved
 from cotgen.errors import CotgenError, InputError
 from cotgen.filter import dedup, inputs, report
 from cotgen.filter.config import FilterConfig
-from cotgen.filter.extract import extract_frame
+from cotgen.verify.extract import extract_frame
 from cotgen.filter.quality import FILTERS, QualityLimits, add_format, add_quality
 from cotgen.filter.select import pass_rates, select
-from cotgen.filter.verify import Verifier
+from cotgen.verify.verifier import Verifier
 from cotgen.io import write_parquet
 from cotgen.schemas import PASS_RATE_SCHEMA, SFT_SCHEMA
 

@@ -34,7 +34,7 @@ COMPONENTS = ("correctness", "format", "length")
 def correctness(completions: Sequence[str], golds: Sequence[str], *, strict: bool = True,
                 verifier=None) -> np.ndarray:
     """1.0 where the verifier says the completion's answer equals the gold, else 0.0."""
-    from cotgen.filter.verify import default_verifier
+    from cotgen.verify.verifier import default_verifier
 
     scored = (verifier or default_verifier()).score_completions(list(completions), [str(g) for g in golds],
                                                                 strict=strict)

@@ -475,7 +475,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.sft import metrics_logger as tunix_metrics
 
-    from cotgen.filter.verify import Verifier
+    from cotgen.verify.verifier import Verifier
     from cotgen.prompts import student_prompt
     from cotgen.train import metrics as train_metrics
     from cotgen.train.sft import make_mesh

@@ -30,7 +30,7 @@ import math_verify.grader
 import math_verify.parser
 from math_verify import LatexExtractionConfig, parse, verify
 
-from cotgen.filter.sandbox import screen
+from cotgen.verify.sandbox import screen
 
 math_verify.parser.TIMEOUT_WARNING_SHOWN = True  # the timer below replaces math-verify's
 math_verify.grader.TIMEOUT_WARNING_SHOWN = True

@@ -1,7 +1,7 @@
 """Run untrusted work in worker processes with hard per-item time and memory limits.
 
 `WorkerPool(target, workers, timeout_s, memory_mb)` calls `target` ("module:function") on each item in
-separate processes: `python -m cotgen.filter.sandbox TARGET ...`, talking pickles over two private pipes (not
+separate processes: `python -m cotgen.verify.sandbox TARGET ...`, talking pickles over two private pipes (not
 multiprocessing's fork/forkserver/spawn, which would fork a threaded Polars process or re-run the caller's
 `__main__`). A worker starts in about a second (importing sympy and math-verify). Each worker:
 
@@ -175,7 +175,7 @@ class _Worker:
         cmd = [
             sys.executable,
             "-m",
-            "cotgen.filter.sandbox",
+            "cotgen.verify.sandbox",
             target,
             str(memory_mb),
             str(child_r),

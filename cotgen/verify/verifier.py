@@ -24,9 +24,9 @@ from typing import NamedTuple
 
 import polars as pl
 
-from cotgen.filter.extract import extract_frame
-from cotgen.filter.numeric import add_numeric_verdict, clean
-from cotgen.filter.sandbox import WorkerPool, screen
+from cotgen.verify.extract import extract_frame
+from cotgen.verify.numeric import add_numeric_verdict, clean
+from cotgen.verify.sandbox import WorkerPool, screen
 
 STATUSES = ("correct", "wrong", "no_answer", "bad_gold", "rejected", "timeout", "error")
 
@@ -73,7 +73,7 @@ class Verifier:
         if send:
             if self._pool is None:
                 self._pool = WorkerPool(
-                    "cotgen.filter.symbolic:check",
+                    "cotgen.verify.symbolic:check",
                     workers=self.workers,
                     timeout_s=self.timeout_s,
                     memory_mb=self.memory_mb,
