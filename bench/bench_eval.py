@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from cotgen.eval import compare, metrics, records
-from cotgen.generate.backend import Sample
+from cotgen.engines.backend import Sample
 from cotgen.schemas import PROBLEM_SCHEMA
 
 

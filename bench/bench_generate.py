@@ -3,7 +3,10 @@ tunix; per-request seeds (the default) vs `--seeding engine` on the same engine.
 
 Same prompts (few-shot GSM8K train questions) and sampling parameters everywhere, measured side by side in one
 process (one vLLM engine serves both the bare call and cotgen's backend, in alternating order after a
-warm-up); tokens/s counts completion tokens over generation time. Start-up is timed separately. With
+warm-up); tokens/s counts completion tokens over generation time. Start-up is timed separately. Both engines
+run at the same batch and dtype: vLLM gets all `--prompts` x `--n` sequences at once, and the tunix arm
+samples the same number of sequences per call (all prompts in one batch), both in `--dtype`. Mind the tunix
+prefill: it holds [prompts x n, padded prompt, 262,144] logits (8 x 512 in bfloat16 is about 2 GB). With
 --compare-eager the script runs itself again with the other engine mode, so eager and compiled start-up and
 throughput sit in one report. Run it alone on the machine (`flock /tmp/cotgen-heavy.lock ...` here):
 
@@ -32,7 +35,8 @@ def config(args, backend: str, out: Path, eager: bool):
     return resolved(GenerateConfig(
         teacher="gemma-3-270m", backend=backend, source="gsm8k", split="train", data_dir=args.data_dir,
         limit=args.prompts, n=args.n, temperature=0.8, max_tokens=args.max_tokens, shots_k=args.shots_k,
-        out=out,        enforce_eager=eager, batch_size=args.tunix_batch if backend == "tunix" else None))
+        out=out, enforce_eager=eager, dtype=args.dtype,
+        batch_size=args.prompts if backend == "tunix" else None))  # vllm: one chunk of all prompts (<= 64)
 
 
 class Kept:
@@ -55,11 +59,11 @@ def open_warm(cfg, width: int):
     """Open cfg's backend, time it, and warm it up on the first `width` requests (JIT compile, caches)."""
     import polars as pl
 
-    from cotgen.generate.backend import open_backend
+    from cotgen.engines.backend import open_backend
     from cotgen.generate.run import load_shard, pending, sampling_of
 
     start = time.perf_counter()
-    backend = open_backend(cfg, sampling_of(cfg))
+    backend = open_backend(cfg.teacher, cfg, sampling_of(cfg))
     startup = time.perf_counter() - start
     none = pl.DataFrame(schema={"problem_id": pl.String, "sample_idx": pl.Int64})
     requests = pending(cfg, load_shard(cfg), none)
@@ -74,7 +78,7 @@ def cotgen_run(cfg, backend) -> dict:
     """The whole stage (problems, prompts, chunks, Parquet, manifest) with an already open, warm backend."""
     from cotgen.generate import run as run_mod
 
-    run_mod.open_backend = lambda cfg, sampling: Kept(backend)
+    run_mod.open_backend = lambda model, cfg, sampling: Kept(backend)
     start = time.perf_counter()
     m = run_mod.run(cfg)
     wall = time.perf_counter() - start
@@ -86,7 +90,8 @@ def cotgen_run(cfg, backend) -> dict:
 def bench_vllm(args, eager: bool, tmp: Path) -> dict:
     cfg = config(args, "vllm", tmp / f"vllm-{eager}", eager)
     backend, requests, startup, warm = open_warm(cfg, 1)
-    result = {"enforce_eager": eager, "startup_s": startup, "warmup_s": warm}
+    result = {"enforce_eager": eager, "dtype": cfg.dtype, "batch_sequences": len(requests) * cfg.n,
+              "startup_s": startup, "warmup_s": warm}
 
     def bare() -> dict:
         params = [backend.params(cfg.n, r.seed) for r in requests]  # seed=None under --seeding engine
@@ -116,9 +121,9 @@ def bench_vllm(args, eager: bool, tmp: Path) -> dict:
 
 def bench_tunix(args, tmp: Path) -> dict:
     cfg = config(args, "tunix", tmp / "tunix", True)
-    backend, _, startup, warm = open_warm(cfg, args.tunix_batch)
-    return {"startup_s": startup, "warmup_compile_s": warm, "batch_sequences": args.tunix_batch * args.n,
-            **cotgen_run(cfg, backend)}
+    backend, _, startup, warm = open_warm(cfg, args.prompts)
+    return {"dtype": cfg.dtype, "batch_sequences": backend.width, "startup_s": startup,
+            "warmup_compile_s": warm, **cotgen_run(cfg, backend)}
 
 
 def main() -> None:
@@ -127,7 +132,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--shots-k", type=int, default=4, help="few-shot exemplars (4: tunix pads to 512)")
-    ap.add_argument("--tunix-batch", type=int, default=2, help="problems per tunix call (x n sequences)")
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                    help="of both engines (vLLM's default; JAX bfloat16 is slower than float32 on these CPUs)")
     ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--compare-eager", action="store_true", help="also run the other mode (subprocess)")
@@ -136,19 +142,23 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/bench_generate.json"))
     args = ap.parse_args()
     report = {"model": "gemma-3-270m", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
-              "shots_k": args.shots_k, "temperature": 0.8, "cpus": len(os.sched_getaffinity(0))}
+              "shots_k": args.shots_k, "temperature": 0.8, "dtype": args.dtype,
+              "batch_sequences": args.prompts * args.n, "cpus": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as tmp:
         report["vllm"] = bench_vllm(args, args.eager, Path(tmp))
         if args.compare_eager:
             other = Path(tmp) / "other.json"
             cmd = [sys.executable, __file__, "--prompts", str(args.prompts), "--n", str(args.n),
                    "--max-tokens", str(args.max_tokens), "--shots-k", str(args.shots_k),
-                   "--data-dir", str(args.data_dir), "--no-eager" if args.eager else "--eager",
+                   "--data-dir", str(args.data_dir), "--dtype", args.dtype,
+                   "--no-eager" if args.eager else "--eager",
                    "--bare-only", "--skip-tunix", "--out", str(other)]
             subprocess.run(cmd, check=True)
             report["vllm_other_mode"] = json.loads(other.read_text())["vllm"]
         if not args.skip_tunix:
             report["tunix"] = bench_tunix(args, Path(tmp))
+            assert report["tunix"]["batch_sequences"] == report["vllm"]["batch_sequences"], report
+            assert report["tunix"]["dtype"] == report["vllm"]["dtype"], report
             bare = report["vllm"]["bare_vllm"]["tokens_per_s"]
             report["tunix_over_bare_vllm"] = round(report["tunix"]["tokens_per_s"] / bare, 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,13 @@ from click.testing import CliRunner
 from cotgen import prompts
 from cotgen.cli import main
 from cotgen.errors import CotgenError
-from cotgen.generate.backend import Request, Sampling
-from cotgen.generate.config import GenerateConfig, is_base_model, resolved
+from cotgen.engines.backend import Request, Sampling
+from cotgen.generate.config import GenerateConfig, resolved
+from cotgen.models import is_base_model
 from cotgen.models import chat_template as ct
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").is_file(), reason="no shared/data")
+needs_data = pytest.mark.usefixtures("data_dir")  # conftest fails clearly without ../shared/data
 QUESTIONS = ["What is 6 * 7?", "  Natalia sold clips to 48 of her friends in April.\nHow many?  ", "a\n\nb\t"]
 
 CONVERSATIONS = {
@@ -224,10 +225,10 @@ def chat_server():
 
 
 def _backend(url: str, sampling: Sampling, **kw):
-    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.engines.openai_backend import OpenAIBackend
 
     cfg = GenerateConfig(teacher="student", backend="openai", base_url=url, api="chat", prompt_style="chat", **kw)
-    return OpenAIBackend(cfg, sampling)
+    return OpenAIBackend(cfg.teacher, cfg, sampling)
 
 
 def test_chat_requests_carry_the_user_turn_once_with_every_sampling_parameter(chat_server):
@@ -250,7 +251,7 @@ def test_chat_requests_carry_the_user_turn_once_with_every_sampling_parameter(ch
 
 
 def test_chat_retries_like_completions_and_records_errors(chat_server, monkeypatch):
-    from cotgen.generate import openai_backend
+    from cotgen.engines import openai_backend
 
     monkeypatch.setattr(openai_backend, "BACKOFF_S", 0.01)
     url, handler = chat_server

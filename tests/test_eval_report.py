@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from cotgen.eval import adapters, metrics, records, report
-from cotgen.generate.backend import Sample
+from cotgen.engines.backend import Sample
 from cotgen.schemas import PROBLEM_SCHEMA
 
 PROBLEMS = pl.DataFrame(

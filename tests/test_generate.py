@@ -19,13 +19,13 @@ from cotgen import prompts
 from cotgen.cli import main
 from cotgen.errors import CotgenError
 from cotgen.generate import store
-from cotgen.generate.backend import Request, Sampling, request_seed, runs
+from cotgen.engines.backend import Request, Sampling, request_seed, runs
 from cotgen.generate.config import GenerateConfig, parse_shard
 from cotgen.generate.run import in_shard, run
 from cotgen.schemas import TRACE_SCHEMA
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").is_file(), reason="no shared/data")
+needs_data = pytest.mark.usefixtures("data_dir")  # conftest fails clearly without ../shared/data
 
 
 def tiny(out: Path, **kw) -> GenerateConfig:
@@ -193,8 +193,8 @@ def scripted_server():
 
 
 def test_openai_backend_retries_then_records_errors(scripted_server, monkeypatch):
-    from cotgen.generate import openai_backend
-    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.engines import openai_backend
+    from cotgen.engines.openai_backend import OpenAIBackend
 
     monkeypatch.setattr(openai_backend, "BACKOFF_S", 0.01)
     url, handler = scripted_server
@@ -202,7 +202,7 @@ def test_openai_backend_retries_then_records_errors(scripted_server, monkeypatch
     handler.script = {"p-ok": ["ok"], "p-flaky": ["500", "garbage", "429", "ok"], "p-down": ["500"],
                       "p-bad": ["400"]}
     cfg = GenerateConfig(teacher="teacher", backend="openai", base_url=url, max_retries=3, concurrency=2)
-    backend = OpenAIBackend(cfg, Sampling(2, 0.8, 1.0, 16, 0, ("Question:",), (1, 106)))
+    backend = OpenAIBackend(cfg.teacher, cfg, Sampling(2, 0.8, 1.0, 16, 0, ("Question:",), (1, 106)))
     reqs = [Request(p, p, (0, 1) if p == "p-ok" else (0,), 100) for p in handler.script]
     samples = {(s.problem_id, s.sample_idx): s for s in backend.generate(reqs)}
     backend.close()
@@ -216,7 +216,7 @@ def test_openai_backend_retries_then_records_errors(scripted_server, monkeypatch
 
 
 def test_engine_seeding_sends_no_seed_and_records_none(scripted_server):
-    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.engines.openai_backend import OpenAIBackend
     from cotgen.generate.run import sampling_of
 
     url, handler = scripted_server
@@ -224,7 +224,7 @@ def test_engine_seeding_sends_no_seed_and_records_none(scripted_server):
     handler.script = {"p": ["ok"]}
     cfg = GenerateConfig(teacher="teacher", backend="openai", base_url=url, seeding="engine", n=2,
                          prompt_style="chat")
-    backend = OpenAIBackend(cfg, sampling_of(cfg))
+    backend = OpenAIBackend(cfg.teacher, cfg, sampling_of(cfg))
     samples = backend.generate([Request("p", "p", (0, 1), 100)])
     backend.close()
     assert [s.seed for s in samples] == [None, None] and [s.completion for s in samples] == ["seed None"] * 2
@@ -239,17 +239,17 @@ def test_seeding_values():
 
 
 def test_openai_backend_unreachable_server_fails_before_work():
-    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.engines.openai_backend import OpenAIBackend
 
     cfg = GenerateConfig(teacher="t", backend="openai", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(CotgenError, match="cannot reach an OpenAI-compatible server"):
-        OpenAIBackend(cfg, Sampling(1, 0.8, 1.0, 8, 0, (), (1,)))
+        OpenAIBackend(cfg.teacher, cfg, Sampling(1, 0.8, 1.0, 8, 0, (), (1,)))
 
 
 def test_openai_backend_unknown_model(scripted_server):
-    from cotgen.generate.openai_backend import OpenAIBackend
+    from cotgen.engines.openai_backend import OpenAIBackend
 
     url, _ = scripted_server
     cfg = dataclasses.replace(GenerateConfig(backend="openai", base_url=url), teacher="other")
     with pytest.raises(CotgenError, match="does not serve 'other'"):
-        OpenAIBackend(cfg, Sampling(1, 0.8, 1.0, 8, 0, (), (1,)))
+        OpenAIBackend(cfg.teacher, cfg, Sampling(1, 0.8, 1.0, 8, 0, (), (1,)))

@@ -21,11 +21,10 @@ import polars as pl
 import pytest
 
 from cotgen.generate import store
-from cotgen.generate.backend import request_seed
+from cotgen.engines.backend import request_seed
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").is_file(), reason="no shared/data")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("data_dir")]  # conftest fails clearly without it
 COMMON = ["--source", "gsm8k", "--split", "train", "--data-dir", str(DATA), "--n", "2", "--max-tokens", "24",
           "--shots-k", "2", "--seed", "0", "--batch-size", "1", "--enforce-eager"]
 
@@ -154,7 +153,7 @@ class VllmServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 900) -> float:
-        from cotgen.generate.vllm_backend import cpu_build
+        from cotgen.engines.vllm_backend import cpu_build
 
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}

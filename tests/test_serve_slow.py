@@ -26,8 +26,7 @@ import pytest
 from cotgen import prompts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (DATA / "gsm8k" / "test.jsonl").is_file(), reason="no shared/data")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("data_dir")]  # conftest fails clearly without it
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. " \
            "How many clips did Natalia sell altogether in April and May?"
 
@@ -65,7 +64,7 @@ def export_folder(tmp_path_factory, gsm8k_rows, embedded_folder):
 
 @pytest.fixture(scope="module")
 def server(export_folder, tmp_path_factory):
-    from cotgen.generate.vllm_backend import cpu_build
+    from cotgen.engines.vllm_backend import cpu_build
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +78,7 @@ def server(export_folder, tmp_path_factory):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export_folder),
            "--served-model-name", "student", "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
            "--max-model-len", "1024", "--enforce-eager", "--seed", "0",
-           # CPU: seeded requests crash vLLM's sampler after a partial prefill (cotgen.generate.vllm_backend)
+           # CPU: seeded requests crash vLLM's sampler after a partial prefill (cotgen.engines.vllm_backend)
            "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"]
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -105,7 +104,7 @@ def server(export_folder, tmp_path_factory):
 def test_export_tokenizer_renders_the_student_prompt(export_folder, embedded_folder):
     from transformers import AutoTokenizer
 
-    from cotgen.generate.config import is_base_model
+    from cotgen.models import is_base_model
     from cotgen.models.tokenizer import Tokenizer
 
     assert is_base_model(str(embedded_folder)) and not is_base_model(str(export_folder))

@@ -25,7 +25,7 @@ def test_nothing_forces_the_hub_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     plan = plan_mod.build(RECIPES["gemma3-1b-gpu"], out=tmp_path / "run")
     assert "HF_HUB_OFFLINE" not in runner.environment(plan)
-    code = ("import os; from cotgen.generate import vllm_backend; vllm_backend.set_environment(); "
+    code = ("import os; from cotgen.engines import vllm_backend; vllm_backend.set_environment(); "
             "print(os.environ.get('HF_HUB_OFFLINE'))")
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -201,12 +201,11 @@ def test_a_mesh_larger_than_the_devices_is_refused(tmp_path):
 
 
 def test_samplers_stop_on_the_end_of_turn_of_the_models_family():
-    from cotgen.generate.config import GenerateConfig
-    from cotgen.generate.run import stop_token_ids
+    from cotgen.engines.backend import stop_token_ids
     from cotgen.recipe.smoke import tiny_for
 
-    assert stop_token_ids(GenerateConfig(teacher="hf:google/gemma-2-2b-it")) == (1, 107)
-    assert stop_token_ids(GenerateConfig(teacher="hf:google/gemma-3-12b-it")) == (1, 106)
+    assert stop_token_ids("hf:google/gemma-2-2b-it", "vllm") == (1, 107)
+    assert stop_token_ids("hf:google/gemma-3-12b-it", "tunix") == (1, 106)
     assert tiny_for("/kaggle/input/gemma-2/flax/gemma2-2b-it/1") == "tiny-gemma2"  # not on this machine: by name
     assert tiny_for("hf:google/gemma-3-1b-it") == "tiny"
 

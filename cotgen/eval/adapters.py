@@ -3,7 +3,7 @@
 - `judge(df)`: `cotgen.verify.verifier.Verifier.score_completions` on (`completion`, `gold`): the filter's
   extraction ladder and its verifier in one call, the same path training data and RL rewards take. Adds
   `extracted`, `method`, `correct`, `status` (filter's STATUSES) and `path` (numeric | symbolic).
-- `format_ok`: `cotgen.filter.quality.add_format` matched (`cotgen.prompts.STUDENT_FORMAT_RE`).
+- `format_ok`: `cotgen.verify.student_format.add_format` matched (`cotgen.prompts.STUDENT_FORMAT_RE`).
 - `add_vote(df)`: the voting key of `extracted`, from the filter's own normalisation (`numeric.clean`, then
   `numeric.add_number`): a number that path understands votes as its value (a plain integer as its canonical
   digits, any other rational as its float value, a percent keeps its `%`), so "1,000", "1000." and "$1000" are one
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from cotgen.filter import quality
 from cotgen.verify import numeric
+from cotgen.verify.student_format import add_format
 from cotgen.verify.verifier import Verifier
 
 VERIFIER = ("cotgen.verify.verifier.Verifier.score_completions: numeric path (Polars, exact rationals) first, "
@@ -30,7 +30,7 @@ def judge(df: pl.DataFrame) -> pl.DataFrame:
         scored = verifier.score_completions(df["completion"].to_list(), df["gold"].to_list())
     verdicts = scored.select(pl.col("answer").alias("extracted"), "method", "correct", "status", "path")
     df = df.with_columns(verdicts)
-    formatted = quality.add_format(df.select("completion"))
+    formatted = add_format(df.select("completion"))
     return add_vote(df.with_columns(format_ok=formatted["reasoning"].is_not_null()))
 
 

@@ -1,13 +1,13 @@
-"""Sampling for eval through generate's backends (`cotgen.generate.backend`): no second engine.
+"""Sampling for eval through the shared engines (`cotgen.engines`): no second engine, no generate config.
 
 Checklist:
-- one `GenerateConfig` per pass, built from the EvalConfig's fields of the same name (`model` -> `teacher`), with
-  the pass's n and temperature; `Sampling` from generate's `sampling_of` (stop strings for few-shot prompts,
-  Gemma's stop token ids), logprobs off.
-- a generate backend samples with one `Sampling`, fixed when it is built. vllm: the sampled pass wraps the greedy
-  pass's engine (`VllmBackend(..., llm=...)`), so the engine starts once. tunix and openai: a backend per pass
+- the backend is built from (model, the EvalConfig as its `EngineConfig`, one `Sampling` per pass from
+  `cotgen.engines.backend.sampling_for`: the pass's n and temperature, stop strings for few-shot prompts, the
+  family's stop token ids), logprobs off.
+- a backend samples with one `Sampling`, fixed when it is built. vllm: the sampled pass reuses the greedy
+  pass's engine (`open_backend(..., llm=...)`), so the engine starts once. tunix and openai: a backend per pass
   (tunix loads the weights twice: seconds for the 270M).
-- requests: one per problem, sample indices 0..n-1, seeds from generate's `request_seed(seed, problem_id)`.
+- requests: one per problem, sample indices 0..n-1, seeds from `request_seed(seed, problem_id)`.
 - a backend that fails to build (a folder that does not load) is one CotgenError naming the model; a sample that
   fails is kept as an error row (scored wrong); a pass whose every sample failed stops the run.
 """
@@ -20,9 +20,7 @@ import time
 
 from cotgen.errors import CotgenError
 from cotgen.eval.config import EvalConfig
-from cotgen.generate.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed
-from cotgen.generate.config import GenerateConfig
-from cotgen.generate.run import sampling_of
+from cotgen.engines.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed, sampling_for
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +46,36 @@ def passes(cfg: EvalConfig) -> list[Pass]:
     return out + ([Pass("sampled", cfg.k, cfg.temperature)] if cfg.k > 1 else [])
 
 
-def generate_config(cfg: EvalConfig, p: Pass) -> GenerateConfig:
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
-    names &= {f.name for f in dataclasses.fields(EvalConfig)}
-    values = {name: getattr(cfg, name) for name in names}
-    values.update(teacher=cfg.model, n=p.n, temperature=p.temperature, logprobs=0, shard=None,
-                  top_p=cfg.top_p if p.temperature > 0 else 1.0)
-    return GenerateConfig(**values)
+def sampling_of(cfg: EvalConfig, p: Pass) -> Sampling:
+    return sampling_for(cfg.model, cfg.backend, prompt_style=cfg.prompt_style, n=p.n, temperature=p.temperature,
+                        top_p=cfg.top_p if p.temperature > 0 else 1.0, max_tokens=cfg.max_tokens,
+                        seed=cfg.seed)
 
 
 def sample(cfg: EvalConfig, prompts: dict[str, str]) -> dict[str, PassResult]:
     """Run every pass over `prompts` (problem_id -> prompt); return each pass's samples and timings."""
     results, llm = {}, None
     for p in passes(cfg):
-        gcfg = generate_config(cfg, p)
-        sampling = sampling_of(gcfg)
-        backend = _open(gcfg, sampling, llm)
+        sampling = sampling_of(cfg, p)
+        backend = _open(cfg, sampling, llm)
         try:
             llm = getattr(backend, "llm", None) if cfg.backend == "vllm" else None
             requests = [Request(pid, text, tuple(range(p.n)), request_seed(cfg.seed, pid))
                         for pid, text in prompts.items()]
-            results[p.name] = _run(p, backend, requests, cfg.batch_size or default_batch(gcfg), sampling)
+            results[p.name] = _run(p, backend, requests, cfg.batch_size or default_batch(cfg.backend, p.n), sampling)
         finally:
             if cfg.backend != "vllm":
                 backend.close()
     return results
 
 
-def _open(gcfg: GenerateConfig, sampling: Sampling, llm):
+def _open(cfg: EvalConfig, sampling: Sampling, llm):
     try:
-        if llm is not None:
-            from cotgen.generate.vllm_backend import VllmBackend
-
-            return VllmBackend(gcfg, sampling, llm=llm)
-        return open_backend(gcfg, sampling)
+        return open_backend(cfg.model, cfg, sampling, llm=llm)
     except CotgenError:
         raise
     except Exception as err:  # weights that do not match, a broken folder, ...: the engine's message says which
-        raise CotgenError(f"model {gcfg.teacher!r} did not load with the {gcfg.backend} backend "
+        raise CotgenError(f"model {cfg.model!r} did not load with the {cfg.backend} backend "
                           f"({type(err).__name__}: {err})") from err
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cotgen.prompts import STUDENT_FORMAT_RE, UNCLOSED_REASONING_RE
+from cotgen.verify.student_format import add_format
 
 FILTERS = ("truncated", "format", "length", "repetition", "garbage")
 SHINGLE = 5
@@ -53,22 +53,6 @@ def shingle_expr(text: str = "completion", n: int = SHINGLE, seed: int = 0) -> p
     )
     last = pl.element().shift(-(n - 1))
     return tokens.list.eval(pl.when(last.is_not_null()).then(gram).drop_nulls())
-
-
-def add_format(df: pl.DataFrame, text: str = "completion", *, repair: bool = False) -> pl.DataFrame:
-    """Add `reasoning` and `tag_answer`: the stripped groups of STUDENT_FORMAT_RE (or, with `repair`, of
-    UNCLOSED_REASONING_RE), null when neither matches; and `format_repaired`."""
-    reasoning, answer, repaired = [], [], []
-    for t in df[text]:
-        m = STUDENT_FORMAT_RE.match(t) if t is not None else None
-        fixed = m is None and repair and t is not None and (m := UNCLOSED_REASONING_RE.match(t)) is not None
-        reasoning.append(m.group("reasoning").strip() if m else None)
-        answer.append(m.group("answer").strip() if m else None)
-        repaired.append(bool(fixed))
-    return df.with_columns(
-        pl.Series("reasoning", reasoning, dtype=pl.String), pl.Series("tag_answer", answer, dtype=pl.String),
-        pl.Series("format_repaired", repaired, dtype=pl.Boolean),
-    )
 
 
 def add_quality(df: pl.DataFrame, limits: QualityLimits, text: str = "completion") -> pl.DataFrame:

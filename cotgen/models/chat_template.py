@@ -21,7 +21,7 @@ agrees).
 instruction-tuned base, say) is kept when it renders the probe conversations (`PROBES`) exactly as the family's
 does and refuses what it refuses; any other (a non-Gemma one, or the other family's) is replaced, with a
 warning. The family comes from `config.json`'s `model_type` when not given: "gemma2" -> gemma2, else gemma3.
-Exports are chat models either way (`generate.config.is_base_model` reads their manifest); the prepared base
+Exports are chat models either way (`cotgen.models.is_base_model` reads their manifest); the prepared base
 270M folder gets no template and stays a base model.
 """
 

@@ -44,7 +44,7 @@ def tiny_for(spec: str) -> str:
 
 def _style(spec: str, command: str) -> str:
     """The prompt style a stage would pick for the real `spec` (generate/eval: chat | few_shot; rl: chat | plain)."""
-    from cotgen.generate.config import is_base_model
+    from cotgen.models import is_base_model
 
     if not is_base_model(spec):
         return "chat"

@@ -26,8 +26,8 @@ import os
 import time
 
 from cotgen.errors import CotgenError
-from cotgen.generate.backend import Request, Sample, Sampling, runs
-from cotgen.generate.config import GenerateConfig
+from cotgen.engines.backend import Request, Sample, Sampling, runs
+from cotgen.engines.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,16 @@ def model_folder(spec: str) -> str:
 class VllmBackend:
     name = "vllm"
 
-    def __init__(self, cfg: GenerateConfig, sampling: Sampling, llm=None):
+    def __init__(self, model: str, cfg: EngineConfig, sampling: Sampling, llm=None):
         """Start the engine (or wrap an existing `vllm.LLM`, for benchmarks)."""
         self.sampling = sampling
         set_environment()
         start = time.perf_counter()
         if llm is None:
-            folder = model_folder(cfg.teacher)
+            folder = model_folder(model)
             from vllm import LLM
 
-            llm = LLM(model=folder, dtype=cfg.dtype or "bfloat16", seed=cfg.seed,
+            llm = LLM(model=folder, dtype=cfg.dtype or "bfloat16", seed=sampling.seed,
                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
                       tensor_parallel_size=cfg.tensor_parallel_size,
                       data_parallel_size=cfg.data_parallel_size,

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 
-from cotgen.generate.backend import Request, Sample, Sampling, default_batch, request_seed
-from cotgen.generate.config import GenerateConfig
+from cotgen.engines.backend import Request, Sample, Sampling, default_batch, request_seed
+from cotgen.engines.config import EngineConfig
 from cotgen.prompts import truncate_at_stop
 
 
@@ -32,14 +32,14 @@ def _pow2(x: int) -> int:
 class TunixBackend:
     name = "tunix"
 
-    def __init__(self, cfg: GenerateConfig, sampling: Sampling):
+    def __init__(self, model: str, cfg: EngineConfig, sampling: Sampling):
         from cotgen.models.load import load
 
         start = time.perf_counter()
-        self.cfg, self.sampling = cfg, sampling
-        self.loaded = load(cfg.teacher, dtype=cfg.dtype or "float32")
+        self.sampling = sampling
+        self.loaded = load(model, dtype=cfg.dtype or "float32")
         self.tok = self.loaded.tokenizer
-        self.width = (cfg.batch_size or default_batch(cfg)) * sampling.n  # sequences per call
+        self.width = (cfg.batch_size or default_batch(cfg.backend, sampling.n)) * sampling.n  # sequences per call
         self.sampler, self.prompt_cap = None, 0
         self.startup_s = time.perf_counter() - start
 
@@ -72,7 +72,7 @@ class TunixBackend:
         prompt_ids = {req.problem_id: len(self.tok.encode(req.prompt, add_bos=True)) for req, _ in seqs}
         sampler = self._sampler(max(prompt_ids.values()))
         padded = seqs + [seqs[-1]] * (self.width - len(seqs))
-        seed = request_seed(self.cfg.seed, f"{seqs[0][0].problem_id}/{seqs[0][1]}")
+        seed = request_seed(s.seed, f"{seqs[0][0].problem_id}/{seqs[0][1]}")
         out = sampler([req.prompt for req, _ in padded], max_generation_steps=s.max_tokens,
                       max_prompt_length=self.prompt_cap, echo=False, return_logprobs=bool(s.logprobs),
                       eos_tokens=list(s.stop_token_ids), temperature=s.temperature,

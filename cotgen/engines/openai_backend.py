@@ -31,8 +31,8 @@ import random
 
 from cotgen import prompts
 from cotgen.errors import CotgenError
-from cotgen.generate.backend import Request, Sample, Sampling, error_samples
-from cotgen.generate.config import GenerateConfig
+from cotgen.engines.backend import Request, Sample, Sampling, error_samples
+from cotgen.engines.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,10 @@ class BadResponse(Exception):
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, cfg: GenerateConfig, sampling: Sampling):
+    def __init__(self, model: str, cfg: EngineConfig, sampling: Sampling):
         import openai
 
-        if cfg.prompt_style is not None:
-            cfg.check_api(cfg.prompt_style)
-        self.cfg, self.sampling, self.startup_s = cfg, sampling, 0.0
+        self.model, self.cfg, self.sampling, self.startup_s = model, cfg, sampling, 0.0
         self.loop = asyncio.new_event_loop()
         key = os.environ.get(cfg.api_key_env) or "EMPTY"  # local servers accept any key
         self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key, max_retries=0,
@@ -72,8 +70,8 @@ class OpenAIBackend:
         except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
             raise CotgenError(f"cannot reach an OpenAI-compatible server at {self.cfg.base_url} "
                               f"({type(err).__name__}: {err})") from None
-        if models and self.cfg.teacher not in models:
-            raise CotgenError(f"server {self.cfg.base_url} does not serve {self.cfg.teacher!r}; it serves: "
+        if models and self.model not in models:
+            raise CotgenError(f"server {self.cfg.base_url} does not serve {self.model!r}; it serves: "
                               f"{', '.join(models)}")
 
     def generate(self, requests: list[Request]) -> list[Sample]:
@@ -117,7 +115,7 @@ class OpenAIBackend:
         s = self.sampling
         extra = {"return_tokens_as_token_ids": True} if s.logprobs else None
         resp = await self.client.completions.create(
-            model=self.cfg.teacher, prompt=req.prompt, n=1, seed=seed, temperature=s.temperature,
+            model=self.model, prompt=req.prompt, n=1, seed=seed, temperature=s.temperature,
             top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop) or None, logprobs=s.logprobs or None,
             extra_body=extra)
         choice, text, usage = _finished(resp, lambda c: c.text, "completion")
@@ -131,7 +129,7 @@ class OpenAIBackend:
                     "top_logprobs": s.logprobs or None,
                     "extra_body": {"return_tokens_as_token_ids": True} if s.logprobs else None}
         resp = await self.client.chat.completions.create(  # unset options are left out, not sent as null
-            model=self.cfg.teacher, messages=messages, n=1, temperature=s.temperature, top_p=s.top_p,
+            model=self.model, messages=messages, n=1, temperature=s.temperature, top_p=s.top_p,
             max_tokens=s.max_tokens, **{k: v for k, v in optional.items() if v is not None})
         choice, text, usage = _finished(resp, lambda c: getattr(getattr(c, "message", None), "content", None),
                                         "assistant message")
