@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cotgen.config import flag
+from cotgen.config import defaults_from, flag
 from cotgen.train.cli import training_options
 
 
@@ -20,22 +20,21 @@ def command() -> None:
     """Logit distillation of a Gemma 3 student: online (teacher in memory) or from stored top-k logits."""
 
 
+@defaults_from("cotgen.distill.config:LogitsConfig")
 @command.command("logits")
-@flag("--teacher", help="Teacher model spec.  [default: gemma-3-270m]")
+@flag("--teacher", help="Teacher model spec.")
 @flag("--data", type=click.Path(path_type=Path),
-      help="`cotgen filter` folder (its train.parquet) or one .parquet/.jsonl file.  [default: runs/data]")
-@flag("--out", type=click.Path(file_okay=False, path_type=Path),
-      help="Logits folder.  [default: runs/logits]")
-@flag("--top-k", type=int, help="Log-probabilities kept per token.  [default: 64]")
-@flag("--backend", type=click.Choice(["vllm", "tunix"]), help="[default: vllm]")
-@flag("--max-len", type=int, help="Tokens per example, as `cotgen train --max-len`.  [default: 1024]")
-@flag("--dtype", type=click.Choice(["float32", "bfloat16"]),
-      help="Teacher compute dtype.  [default: float32]")
+      help="`cotgen filter` folder (its train.parquet) or one .parquet/.jsonl file.")
+@flag("--out", type=click.Path(file_okay=False, path_type=Path), help="Logits folder.")
+@flag("--top-k", type=int, help="Log-probabilities kept per token.")
+@flag("--backend", type=click.Choice(["vllm", "tunix"]))
+@flag("--max-len", type=int, help="Tokens per example, as `cotgen train --max-len`.")
+@flag("--dtype", type=click.Choice(["float32", "bfloat16"]), help="Teacher compute dtype.")
 @flag("--limit", type=int, help="First N examples.")
-@flag("--shard-examples", type=int, help="Examples per shard file.  [default: 1024]")
+@flag("--shard-examples", type=int, help="Examples per shard file.")
 @flag("--batch-tokens", type=int,
-      help="Tokens per forward pass (vLLM holds a float32 (tokens, vocab) array for them).  [default: 2048]")
-@flag("--enforce-eager/--compile", help="vllm: skip torch.compile.  [default: eager]")
+      help="Tokens per forward pass (vLLM holds a float32 (tokens, vocab) array for them).")
+@flag("--enforce-eager/--compile", help="vllm: skip torch.compile.")
 @config_opt
 def logits(config_path, **flags) -> None:
     """Store the teacher's top-k next-token log-probabilities for every token of a dataset."""
@@ -51,17 +50,16 @@ def logits(config_path, **flags) -> None:
                f"-> {cfg.out}")
 
 
+@defaults_from("cotgen.distill.config:DistillConfig")
 @command.command("train")
-@flag("--student", "model", help="Student model spec (a smaller Gemma 3 with the teacher's tokenizer).  "
-      "[default: gemma-3-270m]")
+@flag("--student", "model", help="Student model spec (a smaller Gemma 3 with the teacher's tokenizer).")
 @flag("--teacher", help="Online: the teacher model spec, kept in memory.")
 @flag("--logits", type=click.Path(file_okay=False, path_type=Path),
       help="Offline: a `cotgen distill logits` folder for the same data.")
-@flag("--data", type=click.Path(path_type=Path),
-      help="`cotgen filter` folder or one file.  [default: runs/data]")
-@flag("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder.  [default: runs/kd]")
-@flag("--temperature", type=float, help="Softens teacher and student; KL scaled by T^2.  [default: 1.0]")
-@flag("--alpha", type=float, help="alpha * KL + (1 - alpha) * cross entropy.  [default: 0.5]")
+@flag("--data", type=click.Path(path_type=Path), help="`cotgen filter` folder or one file.")
+@flag("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@flag("--temperature", type=float, help="Softens teacher and student; KL scaled by T^2.")
+@flag("--alpha", type=float, help="alpha * KL + (1 - alpha) * cross entropy.")
 @training_options
 @config_opt
 def train(config_path, **flags) -> None:

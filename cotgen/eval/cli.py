@@ -6,34 +6,34 @@ from pathlib import Path
 
 import click
 
-from cotgen.config import flag
+from cotgen.config import defaults_from, flag
 from cotgen.errors import CotgenError
-from cotgen.generate.cli import engine_options
+from cotgen.engines.options import engine_options
 
 
+@defaults_from("cotgen.eval.config:EvalConfig")
 @click.command("eval")
 @flag("--model", help="Model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME, orbax:PRESET:PATH; the served model "
-      "name for --backend openai.  [default: gemma-3-270m]")
-@flag("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.  [default: gsm8k]")
-@flag("--split", help="[default: test]")
+      "name for --backend openai.")
+@flag("--source", help="Problems: gsm8k, math, math500, rg:TASK or a file.")
+@flag("--split")
 @flag("--limit", type=int, help="First N problems of the source.")
 @flag("--k", type=int, help="Samples per problem at --temperature, besides the greedy one (pass@k, maj@k); "
-      "1: greedy only.  [default: 1]")
-@flag("--temperature", type=float, help="Of the k samples; the greedy pass is temperature 0.  [default: 0.6]")
-@flag("--top-p", type=float, help="Of the k samples.  [default: 1.0]")
-@flag("--max-tokens", type=int, help="Most new tokens per sample.  [default: 512]")
+      "1: greedy only.")
+@flag("--temperature", type=float, help="Of the k samples; the greedy pass is temperature 0.")
+@flag("--top-p", type=float, help="Of the k samples.")
+@flag("--max-tokens", type=int, help="Most new tokens per sample.")
 @flag("--prompt-style", type=click.Choice(["chat", "few_shot"]),
       help="chat: the student prompt in a Gemma turn (trained students); few_shot: exemplars then the question "
-      "(base models).  [default: few_shot for base models (gemma-3-270m, tiny, folders without a chat template), "
-      "else chat]")
-@flag("--shots", help="Exemplar set of few_shot prompts.  [default: math for math*, else gsm8k]")
-@flag("--shots-k", type=int, help="Exemplars per few_shot prompt.  [default: the whole set: gsm8k 8, math 4]")
+      "(base models).", unset="few_shot for base models (gemma-3-270m, tiny, folders without a chat template), "
+      "else chat")
+@flag("--shots", help="Exemplar set of few_shot prompts.", unset="math for math*, else gsm8k")
+@flag("--shots-k", type=int, help="Exemplars per few_shot prompt.", unset="the whole set: gsm8k 8, math 4")
 @flag("--out", type=click.Path(file_okay=False, path_type=Path),
-      help="Report folder (metrics.json, samples.parquet, summary.md, plots).  [default: runs/eval]; with "
-      "--compare, also write compare.md and compare.json there.")
-@flag("--seed", type=int, help="Seed of the sampled pass.  [default: 0]")
-@engine_options(batch_help="Problems per backend call.  [default: generate's for the backend]",
-                eager_default="on")
+      help="Report folder (metrics.json, samples.parquet, summary.md, plots); with --compare, also write "
+      "compare.md and compare.json there.")
+@flag("--seed", type=int, help="Seed of the sampled pass.")
+@engine_options(batch_help="Problems per backend call.", batch_unset="generate's for the backend")
 @flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
 @flag("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="COTGEN_DATA_DIR",

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from cotgen.errors import CotgenError
-from cotgen.generate.config import EngineConfig, is_base_model
+from cotgen.engines.config import EngineConfig
 
 PROMPT_STYLES = ("chat", "few_shot")
 
@@ -55,6 +55,7 @@ def resolved(cfg: EvalConfig) -> EvalConfig:
     few_shot prompts for base models (the embedded gemma-3-270m, tiny, folders without a chat template), the
     student chat prompt otherwise; the MATH exemplars (Minerva's 4) for math sources, else GSM8K's 8 (Wei et al.);
     all exemplars of the set; the backend's dtype."""
+    from cotgen.models import is_base_model  # imports numpy: not at `cotgen eval --help`
     from cotgen.prompts import load_shots
 
     style = cfg.prompt_style or ("few_shot" if is_base_model(cfg.model) else "chat")

@@ -7,50 +7,50 @@ from pathlib import Path
 
 import click
 
-from cotgen.config import flag
+from cotgen.config import MAX_WORKERS, defaults_from, flag
 from cotgen.filter.config import SELECT_MODES
 
 
+@defaults_from("cotgen.filter.config:FilterConfig")
 @click.command("filter")
 @flag(
     "--traces",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of `cotgen generate` Parquet traces.  [default: runs/traces]",
+    help="Folder of `cotgen generate` Parquet traces.",
 )
 @flag(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write train/validation Parquet, stats and summary into.  [default: runs/data]",
+    help="Folder to write train/validation Parquet, stats and summary into.",
 )
 @flag(
     "--problems",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="PROBLEM_SCHEMA Parquet (`cotgen problems SOURCE --out FILE`); default: the source named in "
-    "the traces' config.toml.",
+    help="PROBLEM_SCHEMA Parquet (`cotgen problems SOURCE --out FILE`).",
+    unset="the source named in the traces' config.toml",
 )
 @flag("--source", help="Problem source of the traces (overrides the traces' config.toml).")
 @flag("--split", help="Split of --source.")
-@flag("--max-per-problem", type=int, help="Keep at most K verified traces per problem. [4]")
+@flag("--max-per-problem", type=int, help="Keep at most K verified traces per problem.")
 @flag(
     "--select",
-    "select_mode",
     type=click.Choice(SELECT_MODES),
-    help="Which K to keep: the shortest, or the most diverse (farthest-first). [shortest]",
+    help="Which K to keep: the shortest, or the most diverse (farthest-first).",
 )
-@flag("--min-tokens", type=int, help="Drop completions shorter than this. [8]")
-@flag("--max-tokens", type=int, help="Drop completions longer than this. [2048]")
+@flag("--min-tokens", type=int, help="Drop completions shorter than this.")
+@flag("--max-tokens", type=int, help="Drop completions longer than this.")
 @flag(
     "--decontaminate",
     help="Drop problems sharing a word 8-gram with these eval sets, e.g. gsm8k:test,math500.",
 )
 @flag("--repair-format/--strict-format",
-      help="Keep traces that only lack </reasoning> (the SFT target is rebuilt). [strict]")
+      help="Keep traces that only lack </reasoning> (the SFT target is rebuilt).")
 @flag("--reference-fallback", is_flag=True,
       help="Problems with no kept trace train on the source's own worked solution (teacher \"reference\").")
-@flag("--val-fraction", type=float, help="Share of problems in validation. [0.05]")
-@flag("--seed", type=int, help="Seed of the train/validation split. [0]")
-@flag("--workers", type=int, help="Symbolic verifier processes; 0: min(4, CPUs). [0]")
-@flag("--timeout-s", type=float, help="Per-item limit of a symbolic check. [5]")
+@flag("--val-fraction", type=float, help="Share of problems in validation.")
+@flag("--seed", type=int, help="Seed of the train/validation split.")
+@flag("--workers", type=int, help=f"Symbolic verifier processes, at most {MAX_WORKERS}; 0: min(4, CPUs).")
+@flag("--timeout-s", type=float, help="Per-item limit of a symbolic check, in seconds.")
 @flag("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @flag(
     "--config",
@@ -64,12 +64,12 @@ from cotgen.filter.config import SELECT_MODES
     envvar="COTGEN_DATA_DIR",
     help="Folder laid out like shared/data; default $COTGEN_DATA_DIR.",
 )
-def command(config_path, select_mode, **flags) -> None:
+def command(config_path, **flags) -> None:
     """Verify, filter, deduplicate and select teacher traces into SFT data (train/validation Parquet)."""
     from cotgen.config import resolve
     from cotgen.filter.config import FilterConfig
 
-    cfg = resolve(FilterConfig, config_path, {**flags, "select": select_mode})
+    cfg = resolve(FilterConfig, config_path, flags)
     from cotgen.filter.run import run
 
     stats = run(cfg)

@@ -5,6 +5,7 @@ Light module (stdlib and cotgen only): the CLI imports it before any heavy libra
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from cotgen.errors import CotgenError
@@ -73,7 +74,7 @@ class FilterConfig:
                 raise CotgenError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.val_fraction == 1:
             raise CotgenError("--val-fraction 1 leaves nothing to train on")
-        if self.timeout_s <= 0:
-            raise CotgenError(f"--timeout-s must be > 0, got {self.timeout_s}")
+        if not 0 < self.timeout_s < math.inf:
+            raise CotgenError(f"--timeout-s must be a finite number > 0, got {self.timeout_s}")
         if self.traces.resolve() == self.out.resolve():
             raise CotgenError("--out must differ from --traces")

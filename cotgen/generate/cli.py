@@ -8,42 +8,10 @@ from pathlib import Path
 import click
 
 from cotgen.config import defaults_from, flag
-from cotgen.engines.config import APIS, BACKENDS
-from cotgen.generate.config import GenerateConfig
+from cotgen.engines.options import engine_options
 
 
-def engine_options(*, batch_help: str, batch_unset: str):
-    """The backend options of EngineConfig, shared by `cotgen generate` and `cotgen eval`."""
-    options = [
-        flag("--backend", type=click.Choice(BACKENDS)),
-        flag("--batch-size", type=int, help=batch_help, unset=batch_unset),
-        flag("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
-             unset="bfloat16 (vllm), float32 (tunix)"),
-        flag("--enforce-eager/--no-enforce-eager",
-             help="vllm: skip graph compilation (starts faster, decodes slower)."),
-        flag("--max-model-len", type=int, help="vllm: context length of the engine."),
-        flag("--tensor-parallel-size", type=int, help="vllm."),
-        flag("--data-parallel-size", type=int, help="vllm."),
-        flag("--base-url", help="openai: server URL."),
-        flag("--api-key-env", help="openai: variable holding the API key."),
-        flag("--concurrency", type=int, help="openai: requests in flight."),
-        flag("--max-retries", type=int, help="openai: retries per sample on 429/5xx/timeouts."),
-        flag("--request-timeout", type=float, help="openai: seconds per request."),
-        flag("--api", type=click.Choice(APIS),
-             help="openai: completions sends the rendered prompt to /v1/completions; chat sends its user turn "
-             "as one message to /v1/chat/completions (the server applies the model's chat template; not with "
-             "few_shot prompts).", unset="completions"),
-    ]
-
-    def apply(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return apply
-
-
-@defaults_from(GenerateConfig)
+@defaults_from("cotgen.generate.config:GenerateConfig")
 @click.command("generate")
 @flag("--teacher", help="Teacher model: gemma-3-270m, tiny, a HF folder, hf:ORG/NAME; the served model name "
       "for --backend openai.")
@@ -75,6 +43,7 @@ def engine_options(*, batch_help: str, batch_unset: str):
 def command(config_path, **flags) -> None:
     """Sample chain-of-thought traces from a teacher into OUT (Parquet chunks + manifest.json), resumably."""
     from cotgen.config import resolve
+    from cotgen.generate.config import GenerateConfig
     from cotgen.generate.run import run
 
     cfg = resolve(GenerateConfig, config_path, flags)

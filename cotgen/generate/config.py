@@ -10,7 +10,6 @@ from pathlib import Path
 
 from cotgen.engines.config import EngineConfig
 from cotgen.errors import CotgenError
-from cotgen.models import is_base_model
 
 # Parameters that define what an output folder holds. Re-running against a folder written with other values is
 # refused; everything else (backend, batch size, limit, shard, concurrency...) may change between runs.
@@ -88,6 +87,8 @@ def shard_tag(shard: str | None) -> str:
 def resolved(cfg: GenerateConfig) -> GenerateConfig:
     """Fill the defaults that depend on other values (prompt style, exemplar set, dtype), so the written
     config.toml says exactly what ran."""
+    from cotgen.models import is_base_model  # not at import: the CLI loads this module for --help
+
     style = cfg.prompt_style or ("few_shot" if is_base_model(cfg.teacher) else "chat")
     if style not in ("chat", "few_shot"):
         raise CotgenError(f"unknown --prompt-style {style!r}; known: chat, few_shot")

@@ -27,6 +27,10 @@ for `train`; rl phases run in order, each starting from the previous one's model
 phase is run for the base and the final model and compared in the report.
 
 Paths the runner owns (`out`, `traces`, `data`, `model` of rl and eval-final) may not be set in the recipe.
+
+Every stage's config is built here, through the same typed checks as `--config` (`cotgen.config.construct`), and
+each Stage holds it (`settings`) beside its TOML-ready values: a bad value is one line naming the recipe, the
+table and the key before anything runs.
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from cotgen.errors import CotgenError, InputError
+from cotgen.errors import InputError
 
 # stage table -> (config class import path, keys the runner fills)
 CONFIGS = {
@@ -51,8 +54,9 @@ CONFIGS = {
     "distill logits": ("cotgen.distill.config:LogitsConfig", ("data", "out")),
 }
 DISTILL_KEYS = {"teacher", "temperature", "alpha"}
-RUN_KEYS = {"out", "data_dir", "goal_points", "name", "vllm_python"}
-EXPORT_KEYS = {"format", "dtype"}
+RUN_KEYS = {"out": str, "data_dir": str, "goal_points": float, "name": str, "vllm_python": str}
+EXPORT_KEYS = {"format": str, "dtype": str}
+EXPORT_DTYPES = ("float32", "bfloat16")
 PHASED = ("generate", "filter", "rl", "eval")
 KNOWN_TABLES = {"run", "target", "problems", "generate", "filter", "distill", "train", "export", "rl", "eval"}
 
@@ -69,6 +73,8 @@ class Stage:
     after: tuple[str, ...] = ()  # stages whose outputs this one reads
     cls: str | None = None  # "module:Class" of the config dataclass, None for commands without one
     phase: str | None = None
+    # the config dataclass built (and checked) from `config`; None for commands without one
+    settings: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,35 +102,42 @@ class Plan:
                 if s.command == "eval" and s.name.startswith("eval-base") and s.phase in finals]
 
 
-def config_class(path: str):
-    import importlib
-
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def resolve_values(cls_path: str, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Construct the stage's config dataclass from `values` (the same checks as `--config`), return every field
-    as TOML-ready values (defaults included)."""
-    from cotgen.config import to_dict
+def resolve_values(cls_path: str, values: dict[str, Any], path: Path, where: str,
+                   tables: dict[str, str] | None = None) -> Any:
+    """The stage's config dataclass built from `values` through `--config`'s checks. An error names the recipe
+    `path` and the table the key came from (`tables`: key -> table name, e.g. "eval.final"; else `where`, the
+    stage's label, e.g. "[eval.gsm8k] (final)")."""
+    from cotgen.config import FieldError, config_class, construct
 
     cls = config_class(cls_path)
+    tables = tables or {}
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise CotgenError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(names))})")
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    fixed = {k: tuple(v) if isinstance(v, list) and "tuple" in str(hints.get(k, "")) else v
-             for k, v in values.items()}
+            table = f"[{tables[key]}]" if key in tables else where
+            raise InputError(path, f"{table}: unknown key {key!r} (known: {', '.join(sorted(names))})")
     try:
-        cfg = cls(**fixed)
-    except CotgenError as err:
-        raise CotgenError(f"{where}: {err}") from None
-    except TypeError as err:
-        raise CotgenError(f"{where}: {err}") from None
-    return to_dict(cfg)
+        return construct(cls, values)
+    except FieldError as err:
+        table = tables.get(err.key)
+        if err.typed:  # its type or range: named as the dotted TOML key
+            raise InputError(path, err.message, field=f"{table}.{err.key}" if table else err.key) from None
+        raise InputError(path, f"{f'[{table}]' if table else where}: {err.message}") from None
+
+
+def _tables(*parts: tuple[str, dict]) -> dict[str, str]:
+    """key -> the table that set it, later parts overriding earlier ones (as the values merge)."""
+    return {key: table for table, values in parts for key in values}
+
+
+def _stage(name: str, command: str, folder: Path, values: dict, after: tuple[str, ...], phase: str | None,
+           path: Path, where: str, tables: dict[str, str]) -> Stage:
+    """A stage whose config is one of CONFIGS, built and checked now."""
+    from cotgen.config import to_dict
+
+    cls = CONFIGS[command][0]
+    cfg = resolve_values(cls, values, path, where, tables)
+    return Stage(name, command, folder, to_dict(cfg), after, cls, phase, settings=cfg)
 
 
 def digest(values: dict[str, Any]) -> str:
@@ -132,13 +145,12 @@ def digest(values: dict[str, Any]) -> str:
 
 
 def read(path: str | Path) -> dict[str, Any]:
+    from cotgen.config import read_toml_file
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "recipe file not found")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(path, f"not valid TOML: {err}") from None
+    doc = read_toml_file(path)  # one line if unreadable, not UTF-8 or not TOML
     unknown = set(doc) - KNOWN_TABLES
     if unknown:
         raise InputError(path, f"unknown table(s) {', '.join(sorted(unknown))}; known: "
@@ -146,7 +158,24 @@ def read(path: str | Path) -> dict[str, Any]:
     for required in ("train", "eval"):
         if required not in doc:
             raise InputError(path, f"a recipe needs a [{required}] table")
+    for table in KNOWN_TABLES & set(doc):
+        if not isinstance(doc[table], dict):
+            raise InputError(path, f"{table} must be a table ([{table}]), got {doc[table]!r}")
     return doc
+
+
+def _check_keys(path: Path, table: str, values: dict[str, Any], types: dict[str, type]) -> None:
+    """The keys of a table the runner reads itself ([run], [export]): known, each of its type."""
+    from cotgen.config import FieldError, construct
+
+    for key in values:
+        if key not in types:
+            raise InputError(path, f"unknown key in [{table}] (known: {', '.join(sorted(types))})", field=key)
+    spec = dataclasses.make_dataclass(table, [(k, t | None, None) for k, t in types.items()])
+    try:
+        construct(spec, values)
+    except FieldError as err:
+        raise InputError(path, err.message, field=f"{table}.{err.key}") from None
 
 
 def _split_phases(table: dict[str, Any], reserved: tuple[str, ...] = ()) -> tuple[dict, dict[str, dict]]:
@@ -174,14 +203,13 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
 
         doc, changes = smoke_mod.transform(doc)
     run = doc.get("run", {})
-    for key in run:
-        if key not in RUN_KEYS:
-            raise InputError(path, f"unknown key in [run] (known: {', '.join(sorted(RUN_KEYS))})", field=key)
+    _check_keys(path, "run", run, RUN_KEYS)
     name = run.get("name", path.stem)
     root = Path(out or run.get("out") or f"runs/{name}{'-smoke' if smoke else ''}")
     data_dir = Path(run["data_dir"]) if run.get("data_dir") is not None else None  # relative to the cwd
     stages: list[Stage] = []
     common = {"data_dir": str(data_dir)} if data_dir is not None else {}
+    run_tables = ("run", common)
 
     def add(stage: Stage) -> Stage:
         stages.append(stage)
@@ -222,16 +250,16 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
             _owned(values, CONFIGS["generate"][1], f"generate{suffix}", path)
             traces = root / "traces" / (phase or "")
             values["out"] = str(traces)
-            gen = add(Stage(f"generate{suffix}", "generate", traces,
-                            resolve_values(CONFIGS["generate"][0], values, f"[generate{suffix}]"),
-                            after_problems, CONFIGS["generate"][0], phase))
+            gen = add(_stage(f"generate{suffix}", "generate", traces, values, after_problems, phase, path,
+                             f"[generate{suffix}]",
+                             _tables(run_tables, ("generate", gen_shared), (f"generate{suffix}", extra))))
             fvalues = {**common, **filt_shared, **filt_phases.get(phase, {})}
             _owned(fvalues, CONFIGS["filter"][1], f"filter{suffix}", path)
             data = root / "data" / (phase or "")
             fvalues.update(traces=str(traces), out=str(data))
-            data_stages.append(add(Stage(f"filter{suffix}", "filter", data,
-                                         resolve_values(CONFIGS["filter"][0], fvalues, f"[filter{suffix}]"),
-                                         (gen.name,), CONFIGS["filter"][0], phase)))
+            data_stages.append(add(_stage(
+                f"filter{suffix}", "filter", data, fvalues, (gen.name,), phase, path, f"[filter{suffix}]",
+                _tables(run_tables, ("filter", filt_shared), (f"filter{suffix}", filt_phases.get(phase, {}))))))
     elif "filter" in doc:
         raise InputError(path, "[filter] needs a [generate] table (the traces it filters)")
 
@@ -244,6 +272,7 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
 
     # train (or distill train) and export ---------------------------------------------------------------------
     tvalues = dict(doc["train"])
+    train_tables = _tables(("train", tvalues))
     _owned(tvalues, CONFIGS["train"][1] if data_stage else ("out", "resume"), "train", path)
     if data_stage is None and "data" not in doc["train"]:
         raise InputError(path, "[train] has no data: add [generate] (and [filter]) or set train.data")
@@ -266,21 +295,22 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
             _owned(logits_table, CONFIGS["distill logits"][1], "distill.logits", path)
             lvalues = {**logits_table, "teacher": distill.pop("teacher"), "data": tvalues["data"],
                        "out": str(root / "logits")}
-            logits = add(Stage("distill-logits", "distill logits", root / "logits",
-                               resolve_values(CONFIGS["distill logits"][0], lvalues, "[distill.logits]"), after,
-                               CONFIGS["distill logits"][0]))
+            tables = _tables(("distill.logits", logits_table), ("distill", {"teacher": 0}))
+            logits = add(_stage("distill-logits", "distill logits", root / "logits", lvalues, after, None, path,
+                                "[distill.logits]", tables))
             distill["logits"] = str(logits.folder)
             after = (logits.name,)
         tvalues.update(distill)
-    cls = CONFIGS[command][0]
-    train = add(Stage("train", command, root / "sft", resolve_values(cls, tvalues, "[train]"), after, cls))
+        train_tables.update(_tables(("distill", distill)))
+    train = add(_stage("train", command, root / "sft", tvalues, after, None, path, "[train]", train_tables))
     export_values = {"format": "safetensors", "dtype": "float32", **doc.get("export", {})}
-    for key in export_values:
-        if key not in EXPORT_KEYS:
-            raise InputError(path, f"unknown key in [export] (known: {', '.join(sorted(EXPORT_KEYS))})", field=key)
+    _check_keys(path, "export", export_values, EXPORT_KEYS)
     if export_values["format"] != "safetensors":
         raise InputError(path, "the runner evaluates with vLLM, which reads safetensors: export.format must be "
                          "safetensors", field="format")
+    if export_values["dtype"] not in EXPORT_DTYPES:
+        raise InputError(path, f"unknown dtype {export_values['dtype']!r}; known: {', '.join(EXPORT_DTYPES)}",
+                         field="export.dtype")
     sft_model = add(Stage("export", "export", root / "sft-model", {"ckpt": str(train.folder), **export_values},
                           (train.name,)))
     final = sft_model
@@ -294,8 +324,8 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
             _owned(values, ("model", *CONFIGS["rl"][1]), f"rl{suffix}", path)
             folder = root / "rl" / (phase or "")
             values.update(model=str(final.folder), out=str(folder))
-            rl = add(Stage(f"rl{suffix}", "rl", folder, resolve_values(CONFIGS["rl"][0], values, f"[rl{suffix}]"),
-                           (final.name, *after_problems), CONFIGS["rl"][0], phase))
+            rl = add(_stage(f"rl{suffix}", "rl", folder, values, (final.name, *after_problems), phase, path,
+                            f"[rl{suffix}]", _tables(run_tables, ("rl", rl_shared), (f"rl{suffix}", extra))))
             final = add(Stage(f"rl-export{suffix}", "export", root / "rl-model" / (phase or ""),
                               {"ckpt": str(rl.folder), **export_values}, (rl.name,), None, phase))
 
@@ -305,16 +335,17 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
     for phase, extra in (ev_phases or {None: {}}).items():
         suffix = f".{phase}" if phase else ""
         phase_base, phase_final = extra.pop("base", {}) if extra else {}, extra.pop("final", {}) if extra else {}
-        for who, model, over, after in (("base", student, {**base_over, **phase_base}, after_problems),
-                                        ("final", str(final.folder), {**final_over, **phase_final},
-                                         (final.name, *after_problems))):
-            values = with_problems({**common, **ev_shared, **extra, **over}, "test")
+        for who, model, over, phase_over, after in (
+                ("base", student, base_over, phase_base, after_problems),
+                ("final", str(final.folder), final_over, phase_final, (final.name, *after_problems))):
+            values = with_problems({**common, **ev_shared, **extra, **over, **phase_over}, "test")
             _owned(values, ("model", "out"), f"eval{suffix} ({who})", path)
             folder = root / f"eval-{who}" / (phase or "")
             values.update(model=model, out=str(folder))
-            add(Stage(f"eval-{who}{suffix}", "eval", folder,
-                      resolve_values(CONFIGS["eval"][0], values, f"[eval{suffix}] ({who})"), after,
-                      CONFIGS["eval"][0], phase))
+            tables = _tables(run_tables, ("eval", ev_shared), (f"eval{suffix}", extra), (f"eval.{who}", over),
+                             (f"eval{suffix}.{who}", phase_over))
+            add(_stage(f"eval-{who}{suffix}", "eval", folder, values, after, phase, path,
+                       f"[eval{suffix}] ({who})", tables))
     evals = tuple(s.name for s in stages if s.command == "eval")
     add(Stage("report", "report", root, {"goal_points": run.get("goal_points", 10)}, evals))
     return Plan(path, name, root, data_dir, float(run.get("goal_points", 10)), tuple(stages),

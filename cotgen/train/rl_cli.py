@@ -6,65 +6,60 @@ from pathlib import Path
 
 import click
 
-from cotgen.config import flag
-
+from cotgen.config import defaults_from, flag
 from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, ROLLOUTS
 
 
-
+@defaults_from("cotgen.train.rl_config:RLConfig")
 @click.command("rl")
 @flag("--model", help="Policy: gemma-3-270m, tiny, a HF folder, a `cotgen export` folder or a `cotgen train` "
-      "run folder (its latest checkpoint, LoRA merged).  [default: gemma-3-270m]")
-@flag("--source", help="Problems with gold answers: gsm8k, math, math500, rg:TASK or a file.  "
-      "[default: gsm8k]")
-@flag("--split", help="[default: train]")
+      "run folder (its latest checkpoint, LoRA merged).")
+@flag("--source", help="Problems with gold answers: gsm8k, math, math500, rg:TASK or a file.")
+@flag("--split")
 @flag("--limit", type=int, help="First N problems of the source (the size of a generated rg: set).")
 @flag("--out", type=click.Path(file_okay=False, path_type=Path),
-      help="Run folder: checkpoints/, metrics.jsonl, rewards.png, run.json, config.toml.  [default: runs/rl]")
+      help="Run folder: checkpoints/, metrics.jsonl, rewards.png, run.json, config.toml.")
 @flag("--algo", type=click.Choice(ALGOS), help="grpo, gspo (sequence-level ratios), drgrpo, dapo "
-      "(clip-higher, no KL).  [default: grpo]")
-@flag("--num-generations", "-G", type=int, help="Completions per problem (>= 2).  [default: 4]")
-@flag("--beta", type=float, help="KL weight (not with dapo).  [default: 0.04]")
+      "(clip-higher, no KL).")
+@flag("--num-generations", "-G", type=int, help="Completions per problem (>= 2).")
+@flag("--beta", type=float, help="KL weight (not with dapo).", unset="0.04")
 @flag("--kl-estimator", type=click.Choice(KL_ESTIMATORS),
-      help="Per-token KL: low_var_kl (k3, as in DeepSeekMath), kl (k1, Tunix's default), mse_kl.  "
-      "[default: low_var_kl]")
-@flag("--epsilon", type=float, help="Clip range.  [default: 0.2]")
-@flag("--epsilon-high", type=float, help="Upper clip.  [default: epsilon; dapo 0.28]")
-@flag("--steps", type=int, help="Policy updates.  [default: 100]")
-@flag("--batch-size", type=int, help="Problems per step.  [default: 2]")
-@flag("--lora-rank", type=int, help="LoRA rank; 0 trains every weight.  [default: 16]")
-@flag("--lora-alpha", type=float, help="[default: 2 x rank]")
-@flag("--lr", type=float, help="[default: 1e-5 with LoRA, 1e-6 full]")
-@flag("--warmup-steps", type=int, help="[default: 0]")
-@flag("--max-tokens", type=int, help="Generated tokens per completion.  [default: 256]")
-@flag("--max-prompt-tokens", type=int, help="Prompts are padded to this; longer ones are dropped.  "
-      "[default: the longest prompt, rounded up to 64]")
-@flag("--temperature", type=float, help="[default: 0.9]")
-@flag("--top-p", type=float, help="[default: 1.0]")
+      help="Per-token KL: low_var_kl (k3, as in DeepSeekMath), kl (k1, Tunix's default), mse_kl.")
+@flag("--epsilon", type=float, help="Clip range.")
+@flag("--epsilon-high", type=float, help="Upper clip.", unset="epsilon; dapo 0.28")
+@flag("--steps", type=int, help="Policy updates.")
+@flag("--batch-size", type=int, help="Problems per step.")
+@flag("--lora-rank", type=int, help="LoRA rank; 0 trains every weight.")
+@flag("--lora-alpha", type=float, unset="2 x rank")
+@flag("--lr", type=float, unset="1e-5 with LoRA, 1e-6 full")
+@flag("--warmup-steps", type=int)
+@flag("--max-tokens", type=int, help="Generated tokens per completion.")
+@flag("--max-prompt-tokens", type=int, help="Prompts are padded to this; longer ones are dropped.",
+      unset="the longest prompt, rounded up to 64")
+@flag("--temperature", type=float)
+@flag("--top-p", type=float)
 @flag("--prompt-style", type=click.Choice(PROMPT_STYLES),
-      help="chat: the student prompt in a Gemma turn; plain: the same text without the turn.  "
-      "[default: plain for base models, chat for trained students]")
-@flag("--rollout", type=click.Choice(ROLLOUTS), help="vanilla: Tunix's sampler; vllm: TPU only.  "
-      "[default: vanilla]")
-@flag("--correctness-weight", type=float, help="[default: 1.0]")
-@flag("--format-weight", type=float, help="Must stay below correctness - length.  [default: 0.2]")
-@flag("--length-weight", type=float, help="Over-long penalty weight.  [default: 0.1]")
+      help="chat: the student prompt in a Gemma turn; plain: the same text without the turn.",
+      unset="plain for base models, chat for trained students")
+@flag("--rollout", type=click.Choice(ROLLOUTS), help="vanilla: Tunix's sampler; vllm: TPU only.")
+@flag("--correctness-weight", type=float)
+@flag("--format-weight", type=float, help="Must stay below correctness - length.")
+@flag("--length-weight", type=float, help="Over-long penalty weight.")
 @flag("--strict-answer/--any-answer", "strict_answer",
-      help="Read the answer only from <answer>...</answer>, or with the whole extraction ladder.  "
-      "[default: strict]")
+      help="Read the answer only from <answer>...</answer>, or with the whole extraction ladder.")
 @flag("--pass-rates", type=click.Path(dir_okay=False, path_type=Path),
       help="pass_rates.parquet (problem_id, pass_rate) from `cotgen filter`: drop always- and "
       "never-solved problems.")
-@flag("--pass-rate-min", type=float, help="Keep rate > this.  [default: 0.0]")
-@flag("--pass-rate-max", type=float, help="Keep rate < this.  [default: 1.0]")
-@flag("--order", type=click.Choice(ORDERS), help="shuffle, or easy_first by pass rate.  [default: shuffle]")
-@flag("--eval-every", type=int, help="Evaluate the held-out slice every N steps.  [default: 10]")
-@flag("--eval-size", type=int, help="Held-out problems; 0 turns evaluation off.  [default: 16]")
-@flag("--eval-split", help="Take the held-out problems from this split.  [default: held out of --split]")
-@flag("--save-every", type=int, help="Checkpoint every N steps (and at the end).  [default: 10]")
-@flag("--mesh", help="fsdp=F,tp=T.  [default: one device]")
-@flag("--seed", type=int, help="[default: 0]")
-@flag("--dtype", type=click.Choice(["float32", "bfloat16"]), help="[default: float32]")
+@flag("--pass-rate-min", type=float, help="Keep rate > this.")
+@flag("--pass-rate-max", type=float, help="Keep rate < this.")
+@flag("--order", type=click.Choice(ORDERS), help="shuffle, or easy_first by pass rate.")
+@flag("--eval-every", type=int, help="Evaluate the held-out slice every N steps.")
+@flag("--eval-size", type=int, help="Held-out problems; 0 turns evaluation off.")
+@flag("--eval-split", help="Take the held-out problems from this split.", unset="held out of --split")
+@flag("--save-every", type=int, help="Checkpoint every N steps (and at the end).")
+@flag("--mesh", help="fsdp=F,tp=T.", unset="one device")
+@flag("--seed", type=int)
+@flag("--dtype", type=click.Choice(["float32", "bfloat16"]))
 @flag("--resume/--no-resume", "resume", help="Continue the run in --out from its latest checkpoint.")
 @flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
       help="TOML file of option values (flags given on the command line override it).")
