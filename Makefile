@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (install, then the cpu-demo recipe on the embedded Gemma 3 270M)
-# and `make test` (install, then run every test, slow ones included). Both start from a fresh clone.
+# and `make test` (install, lint with ruff, then run every test, slow ones included). Both start from a fresh clone.
 PYTHON   ?= python3
 VENV     ?= .venv
 DATA_DIR ?= $(abspath ../shared/data)
@@ -8,7 +8,7 @@ COTGEN   := $(VENV)/bin/cotgen
 export COTGEN_DATA_DIR ?= $(DATA_DIR)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test test-fast demo clean check-installs
+.PHONY: setup test test-fast lint demo clean check-installs
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -5,9 +5,11 @@ with its <<calculator>> annotations removed, as the reasoning; the final number 
 the model's own tokenizer. Every configuration is a real `cotgen.train.sft.run` in its own subprocess (so each
 reports its own peak RSS from `resource.getrusage`), trained for `--steps` steps; step time and useful
 (non-padding) tokens/s are the means over the steps after the first (which includes compilation), read from
-the run's metrics.jsonl. Also reported, from the batch plans alone: the share of real tokens per batch packed,
-unpacked padded to --max-len (what the trainer does), and unpacked padded to each batch's longest row rounded
-up to 64 (dynamic padding, at the price of one compilation per shape).
+the run's metrics.jsonl. The packing gain is timed against both ways of padding unpacked rows: to --max-len
+(what the trainer does) and to each batch's longest row rounded up to 64 (dynamic padding: the
+`lora_unpacked_longest` arm trims every batch the trainer is fed, so it pays one compilation per new width,
+counted in its step times; the `_seen_shapes` figures leave those steps out). Also reported, from the batch
+plans alone: the share of real tokens per batch under each of the three layouts.
 
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_train.py --out /tmp/bench_train.json
 """
@@ -24,13 +26,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONFIGS = {  # name -> TrainConfig overrides
     "lora_packed": {"lora_rank": 16, "packing": True},
     "lora_unpacked": {"lora_rank": 16, "packing": False},
+    "lora_unpacked_longest": {"lora_rank": 16, "packing": False},  # + batches padded to their longest row
     "full_packed": {"packing": True},
     "qlora_packed": {"qlora": True, "packing": True},
 }
+PAD_TO_LONGEST = {"lora_unpacked_longest"}
+MULTIPLE = 64  # dynamic padding rounds each batch's width up to this
 
 
 def gsm8k_examples(path: Path, limit: int) -> list[dict]:
@@ -46,12 +53,32 @@ def gsm8k_examples(path: Path, limit: int) -> list[dict]:
     return rows
 
 
+def pad_to_longest(widths: list[int]) -> None:
+    """Feed the trainer each batch cut to its longest row rounded up to MULTIPLE instead of --max-len (the
+    trainer builds batches with `data.make_batch`); each batch's width, in step order, goes to `widths`."""
+    from cotgen.train import data
+
+    make = data.make_batch
+
+    def trimmed(rows, tok, batch_size, max_len, pad_id=0):
+        batch = make(rows, tok, batch_size, max_len, pad_id)
+        used = int(np.nonzero(batch["segments"].any(axis=0))[0].max()) + 1
+        width = min(max_len, MULTIPLE * -(-used // MULTIPLE))
+        widths.append(width)
+        return {k: v[:, :width] for k, v in batch.items()}
+
+    data.make_batch = trimmed
+
+
 def one(args_json: str) -> None:
     """Child process: train one configuration, print its measurements as JSON."""
     from cotgen.train.config import TrainConfig
     from cotgen.train.sft import run
 
     spec = json.loads(args_json)
+    widths: list[int] = []
+    if spec.get("pad_to_longest"):
+        pad_to_longest(widths)
     state = run(TrainConfig(**spec["config"]))
     metrics = Path(spec["config"]["out"]) / "metrics.jsonl"
     from cotgen.train.metrics import read
@@ -59,10 +86,15 @@ def one(args_json: str) -> None:
     rows = read(metrics)
     steady = [r for r in rows if r["mode"] == "train" and r["step"] > 1]
     step_time = sum(r["step_time_s"] for r in steady) / len(steady)
+    # steps whose batch width was compiled before (all of them when every batch has the same width)
+    seen = [r for r in steady if not widths or widths[r["step"] - 1] in widths[:r["step"] - 1]]
     print("RESULT " + json.dumps({
         "step_time_s": step_time,
         "first_step_s": rows[0]["step_time_s"],
         "useful_tokens_per_s": sum(r["real_tokens"] for r in steady) / sum(r["step_time_s"] for r in steady),
+        "useful_tokens_per_s_seen_shapes": (sum(r["real_tokens"] for r in seen)
+                                            / sum(r["step_time_s"] for r in seen)) if seen else None,
+        "batch_widths": widths or None,
         "loss_tokens_per_s": sum(r["loss_tokens"] for r in steady) / sum(r["step_time_s"] for r in steady),
         "real_tokens_per_step": sum(r["real_tokens"] for r in steady) / len(steady),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -73,8 +105,6 @@ def one(args_json: str) -> None:
 
 def plan_fill(args, data_file: Path) -> dict:
     """Real-token share of one epoch's batches: packed, padded to max_len, padded to the longest (x64)."""
-    import numpy as np
-
     from cotgen.models.load import load
     from cotgen.train import data
 
@@ -85,8 +115,8 @@ def plan_fill(args, data_file: Path) -> dict:
     packed = data.plan(tok.lengths, packing=True, **kw)
     unpacked = data.plan(tok.lengths, packing=False, **kw)
     grid = args.batch_size * args.max_len
-    longest = [data.batch_tokens(b, tok)[0] / (args.batch_size * min(args.max_len, 64 * int(np.ceil(
-        max(len(tok.ids[r[0]]) for r in b) / 64)))) for b in unpacked.batches]
+    longest = [data.batch_tokens(b, tok)[0] / (args.batch_size * min(args.max_len, MULTIPLE * int(np.ceil(
+        max(len(tok.ids[r[0]]) for r in b) / MULTIPLE)))) for b in unpacked.batches]
     return {
         "examples": len(tok.ids), "mean_length": float(tok.lengths.mean()),
         "max_length": int(tok.lengths.max()),
@@ -143,8 +173,9 @@ def _bench(args, work: Path) -> None:
         config = {"model": args.model, "data": str(data_file), "out": str(work / name), "steps": args.steps,
                   "batch_size": args.batch_size, "max_len": args.max_len, "lr": 1e-4, "save_every": 10_000,
                   "tensorboard": False, **CONFIGS[name]}
-        res = subprocess.run([sys.executable, __file__, "--one", json.dumps({"config": config})],
-                             capture_output=True, text=True)
+        spec = {"config": config, "pad_to_longest": name in PAD_TO_LONGEST}
+        res = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True,
+                             text=True)
         line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
         if res.returncode != 0 or line is None:
             report["runs"][name] = {"error": res.stderr[-2000:]}
@@ -152,7 +183,7 @@ def _bench(args, work: Path) -> None:
             continue
         report["runs"][name] = json.loads(line[len("RESULT "):])
         r = report["runs"][name]
-        print(f"{name:14s} {r['step_time_s']:7.2f} s/step  {r['useful_tokens_per_s']:8.0f} useful tok/s  "
+        print(f"{name:22s} {r['step_time_s']:7.2f} s/step  {r['useful_tokens_per_s']:8.0f} useful tok/s  "
               f"{r['loss_tokens_per_s']:7.0f} loss tok/s  peak {r['peak_rss_gb']:.2f} GB  "
               f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}", flush=True)
     runs = report["runs"]
@@ -165,11 +196,21 @@ def _bench(args, work: Path) -> None:
     report["ratios"] = {
         "packed_vs_unpacked_useful_tokens_per_s": ratio("lora_packed", "lora_unpacked",
                                                         "useful_tokens_per_s"),
+        "packed_vs_unpacked_longest_useful_tokens_per_s": ratio("lora_packed", "lora_unpacked_longest",
+                                                                "useful_tokens_per_s"),
+        "packed_vs_unpacked_longest_useful_tokens_per_s_seen_shapes": ratio(
+            "lora_packed", "lora_unpacked_longest", "useful_tokens_per_s_seen_shapes"),
         "full_vs_lora_step_time": ratio("full_packed", "lora_packed", "step_time_s"),
         "qlora_vs_lora_step_time": ratio("qlora_packed", "lora_packed", "step_time_s"),
         "full_vs_lora_peak_rss": ratio("full_packed", "lora_packed", "peak_rss_gb"),
         "qlora_vs_lora_peak_rss": ratio("qlora_packed", "lora_packed", "peak_rss_gb"),
     }
+    packing = [(other, runs[other]["useful_tokens_per_s"], ratio("lora_packed", other, "useful_tokens_per_s"))
+               for other in ("lora_unpacked", "lora_unpacked_longest")
+               if "error" not in runs.get(other, {"error": 1})]
+    if packing and "error" not in runs.get("lora_packed", {"error": 1}):
+        print(f"packing gain (useful tok/s): packed {runs['lora_packed']['useful_tokens_per_s']:.0f}  "
+              + "  ".join(f"vs {name} {tps:.0f} (x{r:.2f})" for name, tps, r in packing), flush=True)
     print(json.dumps(report["ratios"], indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

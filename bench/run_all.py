@@ -1,10 +1,11 @@
 """Run every stage's benchmark (bench/bench_*.py) with one command and collect their results in one JSON file.
 
 Each benchmark runs in its own process, one after another (they measure the machine: never two at once), with
-its own `--out FILE.json` where it has one; its printed output is kept too (bench_eval prints only). Every
-benchmark already reports cotgen against its peer on the same inputs in the same run (bare vLLM and Tunix for
-generate, math-verify for filter, packing off and full weights for train, ...); this script only runs them
-and gathers what they wrote.
+its own `--out FILE.json` where it has one; its printed output is kept too (bench_eval prints only). Two of
+them measure cotgen against a peer outside it on the same inputs in the same run (PEERS: a bare
+`vllm.LLM.generate` for generate, math-verify for filter); the others have no outside peer and compare
+cotgen's own settings or say where the time goes (BASELINES). This script only runs them and gathers what they
+wrote, with the peer or baseline each one measures against.
 
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/run_all.py --quick --out bench/results.json
     .venv/bin/python bench/run_all.py --only filter,eval            # the ones that load no model
@@ -35,9 +36,30 @@ QUICK = {
     "eval": ["--problems", "300", "--k", "4"],
     "filter": ["--traces", "0"],
     "generate": ["--prompts", "4", "--n", "2", "--max-tokens", "32", "--skip-tunix"],
-    "train": ["--steps", "3", "--max-len", "256", "--configs", "lora_packed,lora_unpacked"],
+    "train": ["--steps", "3", "--max-len", "256",
+              "--configs", "lora_packed,lora_unpacked,lora_unpacked_longest"],
     "rl": ["--steps", "2", "--max-tokens", "32"],
 }
+
+
+# the benchmarks with a peer outside cotgen, measured side by side in the same run
+PEERS = {
+    "generate": "bare vllm.LLM.generate on the same engine and requests (also cotgen's tunix backend at the "
+                "same batch and dtype)",
+    "filter": "math-verify alone on the same (completion, gold) pairs",
+}
+# the rest: no outside peer; what each compares instead
+BASELINES = {
+    "distill": "cotgen's own SFT vs online vs offline KD; vllm vs tunix as the top-k logits producer",
+    "eval": "the seconds each scoring, metrics and compare step takes",
+    "train": "cotgen's own settings: packed vs unpacked (padded to max_len and to the longest row), "
+             "full vs LoRA vs QLoRA",
+    "rl": "the split of each GRPO step's time (rollout, reference, rewards, update)",
+}
+
+
+def against(name: str) -> dict:
+    return {"peer": PEERS.get(name), "baseline": None if name in PEERS else BASELINES.get(name, "none")}
 
 
 def benches() -> dict[str, Path]:
@@ -86,6 +108,8 @@ def main() -> None:
     if args.list:
         for name, path in found.items():
             print(f"{name:<10} {path.relative_to(HERE.parent)}  quick: {' '.join(QUICK.get(name, [])) or '(defaults)'}")
+            print(f"{'':<10} " + (f"peer: {PEERS[name]}" if name in PEERS
+                                  else f"no outside peer; baseline: {BASELINES.get(name, 'none')}"))
         return
     names = args.only.split(",") if args.only else list(found)
     unknown = [n for n in names if n not in found]
@@ -95,13 +119,14 @@ def main() -> None:
               "machine": platform.machine(), "quick": args.quick, "benches": {}}
     for name in names:
         bench_args = (QUICK.get(name, []) if args.quick else []) + extra
-        report["benches"][name] = run_one(name, found[name], bench_args, args.timeout)
+        report["benches"][name] = {**against(name), **run_one(name, found[name], bench_args, args.timeout)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after each, so a crash keeps the rest
     print(f"{len(names)} benchmark(s) -> {args.out}")
     failed = [n for n, r in report["benches"].items() if r["returncode"] != 0]
     for n, r in report["benches"].items():
-        print(f"  {n:<10} {'ok' if r['returncode'] == 0 else 'FAILED'}  {r['wall_s']:8.1f} s")
+        print(f"  {n:<10} {'ok' if r['returncode'] == 0 else 'FAILED'}  {r['wall_s']:8.1f} s  "
+              + (f"vs {r['peer']}" if r["peer"] else "no outside peer"))
     sys.exit(1 if failed else 0)
 
 

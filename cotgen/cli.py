@@ -1,7 +1,8 @@
 """The `cotgen` command line: a thin Click layer.
 
 Each command parses its options and imports its stage inside the command body, so `cotgen --help` imports
-neither jax, vllm nor tunix. Errors a user can act on (CotgenError) print as one line and exit with status 2.
+neither jax, vllm nor tunix. Errors a user can act on print as one line and exit with status 2: CotgenError,
+and an OSError that names a file (a folder that cannot be made or written, ...; `-v` logs its traceback).
 """
 
 from __future__ import annotations
@@ -30,8 +31,19 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CotgenError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
+            _fail(str(err))
+        except OSError as err:
+            if err.filename is None:  # not about a path the user gave: a bug, keep the traceback
+                raise
+            logging.getLogger("cotgen").debug("%s", err, exc_info=True)
+            other = f" -> {err.filename2}" if err.filename2 else ""
+            _fail(f"{err.strerror or err}: {err.filename}{other}")
+
+
+def _fail(message: str) -> None:
+    """Print `error: message` as one line (a wrapped message is joined) and exit with status 2."""
+    click.echo("error: " + " ".join(line.strip() for line in message.strip().splitlines()), err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,22 +104,30 @@ def models_check(spec: str, prompt: str, max_tokens: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated (rg:) sources.")
 @click.option("--columns", default=None, help="Column mapping for files, e.g. question=problem,answer=final.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the problems to this Parquet file (and its resolved config beside it).")
+              help="Write the problems to this Parquet file (and its resolved config beside it, as .toml).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @data_dir_option
-def problems(source, split, limit, seed, columns, out, data_dir) -> None:
+def problems(source, split, limit, seed, columns, out, overwrite, data_dir) -> None:
     """Load problems from SOURCE (gsm8k, math, math500, rg:TASK, or a JSONL/Parquet file) in cotgen's schema."""
     from cotgen import sources
 
+    if out is not None and out.suffix.lower() == ".toml":
+        raise CotgenError(f"--out {out}: name a .parquet file (its config is written beside it as .toml)")
+    if out is not None and out.exists() and not overwrite:
+        raise CotgenError(f"--out {out} exists; pass --overwrite to replace it")
     mapping = sources.parse_columns(columns) if columns else None
     df = sources.load_problems(source, split, data_dir=data_dir, limit=limit, seed=seed, columns=mapping)
     if out is None:
         click.echo(df)
         return
-    from cotgen.io import write_parquet, write_text
+    from cotgen.io import atomic_path
 
-    write_parquet(df, out)
-    write_text(out.with_suffix(".toml"), _provenance("problems", source=source, split=split, limit=limit,
-                                                     seed=seed, columns=columns, data_dir=data_dir))
+    text = _provenance("problems", source=source, split=split, limit=limit, seed=seed, columns=columns,
+                       data_dir=data_dir)
+    # both written before either is renamed into place
+    with atomic_path(out) as table, atomic_path(out.with_suffix(".toml")) as config:
+        df.write_parquet(table)
+        config.write_text(text, encoding="utf-8")
     click.echo(f"{len(df)} problems -> {out}")
 
 

@@ -34,6 +34,18 @@ def cannot_write(path: Path, err: OSError) -> CotgenError:
     return CotgenError(f"cannot write {path}: {err.strerror or err}{where}")
 
 
+def check_writable(path: str | Path, *, flag: str = "--out") -> None:
+    """Before any work: `path` (an output folder, made later) can be made. The nearest existing folder at or
+    above it must be a folder this process may write into; nothing is created."""
+    path = Path(path)
+    above = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not above.is_dir():
+        what = "is a file" if above == path else f"is under {above}, a file"
+        raise CotgenError(f"cannot write {flag} {path}: it {what}, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise CotgenError(f"cannot write {flag} {path}: {above} is not writable")
+
+
 def fsync(path: Path, *, folder: bool = False) -> None:
     """Flush `path` (a file, or a folder's entries) to disk; folders are skipped where the OS refuses."""
     try:

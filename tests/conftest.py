@@ -13,6 +13,9 @@ DATA_DIR = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The reference data beside the repository. The one place a missing ../shared/data is handled: every test
+    that reads it asks for this fixture (or `pytest.mark.usefixtures("data_dir")`) and fails here, naming the
+    folder; none skips."""
     if not (DATA_DIR / "gsm8k" / "test.jsonl").is_file():
         pytest.fail(f"reference data not found at {DATA_DIR} (CI and developers have ../shared beside the repo)")
     return DATA_DIR

@@ -19,10 +19,71 @@ def test_help_imports_no_heavy_module():
     assert out.strip().endswith("[]"), out
 
 
-@pytest.mark.parametrize("command", ["generate", "filter", "distill", "train", "rl", "eval", "models"])
-def test_every_stage_command_exists(command):
-    result = CliRunner().invoke(main, [command, "--help"])
+class Reached(Exception):
+    """Raised by a stand-in for a stage's entry point: the command got there, with these arguments."""
+
+
+# (command line, module, function it must call, class of its first argument, an attribute the flags set)
+STAGES = [
+    (["generate", "--limit", "1"], "cotgen.generate.run", "run", ("cotgen.generate.config", "GenerateConfig"),
+     ("limit", 1)),
+    (["filter", "--seed", "3"], "cotgen.filter.run", "run", ("cotgen.filter.config", "FilterConfig"),
+     ("seed", 3)),
+    (["distill", "logits", "--limit", "1"], "cotgen.distill.logits", "run",
+     ("cotgen.distill.config", "LogitsConfig"), ("limit", 1)),
+    (["distill", "train", "--teacher", "tiny", "--steps", "1"], "cotgen.distill.run", "run",
+     ("cotgen.distill.config", "DistillConfig"), ("steps", 1)),
+    (["distill", "student", "tiny", "--layers", "1", "--out", "OUT"], "cotgen.distill.student", "truncate",
+     None, None),
+    (["train", "--steps", "1"], "cotgen.train.sft", "run", ("cotgen.train.config", "TrainConfig"),
+     ("steps", 1)),
+    (["export", "TMP", "--out", "OUT"], "cotgen.train.export", "export", None, None),
+    (["rl", "--steps", "1"], "cotgen.train.rl", "run", ("cotgen.train.rl_config", "RLConfig"), ("steps", 1)),
+    (["eval", "--limit", "1"], "cotgen.eval.run", "run", ("cotgen.eval.config", "EvalConfig"),
+     ("limit", 1)),
+    (["run", "RECIPE"], "cotgen.recipe.runner", "run", None, None),  # given plan.build's plan
+    (["models", "prepare", "tiny"], "cotgen.models.prepare", "prepare", None, None),
+    (["models", "check", "tiny"], "cotgen.models.check", "describe", None, None),
+]
+
+
+@pytest.mark.parametrize("argv, module, function, config, flag", STAGES,
+                         ids=[" ".join(s[0][:2]) for s in STAGES])
+def test_every_stage_command_calls_its_stage(argv, module, function, config, flag, tmp_path, monkeypatch):
+    """Each command, with minimal arguments, reaches its stage's real entry point (imported here, then
+    replaced by a stand-in) with a config of the stage's class built from its flags."""
+    import importlib
+
+    target = importlib.import_module(module)
+    assert callable(getattr(target, function)), f"{module}.{function}"
+
+    def stand_in(*args, **kwargs):
+        raise Reached(args, kwargs)
+
+    monkeypatch.setattr(target, function, stand_in)
+    plan = object()
+    if module == "cotgen.recipe.runner":
+        monkeypatch.setattr(importlib.import_module("cotgen.recipe.plan"), "build", lambda *a, **k: plan)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("")
+    subs = {"TMP": str(tmp_path), "OUT": str(tmp_path / "out"), "RECIPE": str(recipe)}
+    result = CliRunner().invoke(main, [subs.get(a, a) for a in argv])
+    assert isinstance(result.exception, Reached), (result.output, result.exception)
+    args, _ = result.exception.args
+    if config is not None:
+        cls = getattr(importlib.import_module(config[0]), config[1])
+        assert type(args[0]) is cls, type(args[0])
+        assert getattr(args[0], flag[0]) == flag[1]
+    elif module == "cotgen.recipe.runner":
+        assert args[0] is plan
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_command_is_listed():
+    result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0, result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert {a[0] for a, *_ in STAGES} <= listed
 
 
 def test_problems_to_parquet_with_provenance(tmp_path, data_dir):

@@ -140,7 +140,7 @@ def config(tmp_path: Path, **kw) -> FilterConfig:
 
 
 @pytest.fixture(scope="module")
-def filtered(tmp_path_factory):
+def filtered(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("filter")
     rows = trace_rows()
     rows.append({**rows[0], "sample_idx": 99, "completion": "", "finish_reason": "error", "error": "timeout"})
@@ -301,7 +301,7 @@ def test_missing_column_and_missing_problems(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_source_from_the_traces_config(tmp_path):
+def test_source_from_the_traces_config(tmp_path, data_dir):
     from cotgen.sources import load_problems
 
     problems = load_problems("gsm8k", "train", data_dir=DATA, limit=3)

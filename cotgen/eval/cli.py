@@ -53,14 +53,17 @@ def command(config_path, compare, **flags) -> None:
         if given or config_path:
             raise CotgenError(f"--compare takes only --out, not --{(given or ['config'])[0].replace('_', '-')}")
         from cotgen.eval import compare as cmp
-        from cotgen.io import write_text
+        from cotgen.io import atomic_path, check_writable
 
+        if flags["out"] is not None:
+            check_writable(flags["out"])
         result = cmp.compare(*compare)
         text = cmp.render(result)
         click.echo(text, nl=False)
-        if flags["out"] is not None:
-            write_text(flags["out"] / "compare.md", text)
-            write_text(flags["out"] / "compare.json", cmp.to_json(result))
+        if flags["out"] is not None:  # both written before either is renamed into place
+            with atomic_path(flags["out"] / "compare.md") as md, atomic_path(flags["out"] / "compare.json") as js:
+                md.write_text(text, encoding="utf-8")
+                js.write_text(cmp.to_json(result), encoding="utf-8")
         return
     from cotgen.config import resolve
     from cotgen.eval.config import EvalConfig

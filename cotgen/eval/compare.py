@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cotgen.errors import CotgenError
+from cotgen.errors import CotgenError, InputError
 from cotgen.eval import metrics
 from cotgen.eval.records import read_samples
 
@@ -107,10 +107,22 @@ def _load(folder: Path) -> tuple[pl.DataFrame, dict]:
     if not folder.is_dir():
         raise CotgenError(f"{folder}: no such eval folder (expected the --out of a `cotgen eval` run)")
     samples = read_samples(folder / "samples.parquet")
-    protocol = {}
-    if (folder / "metrics.json").is_file():
-        protocol = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("protocol", {})
-    return metrics.per_problem(samples), protocol
+    return metrics.per_problem(samples), read_protocol(folder / "metrics.json")
+
+
+def read_protocol(path: Path) -> dict:
+    """The `protocol` object of an eval run's metrics.json ({} when the file is absent)."""
+    from cotgen.io import read_json
+
+    if not path.is_file():
+        return {}
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise InputError(path, f"expected a JSON object, got {type(doc).__name__}")
+    protocol = doc.get("protocol", {})
+    if not isinstance(protocol, dict):
+        raise InputError(path, f"expected a JSON object, got {type(protocol).__name__}", field="protocol")
+    return protocol
 
 
 def _order(column: str) -> tuple:

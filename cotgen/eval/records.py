@@ -90,4 +90,8 @@ def read_samples(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found (is this the --out folder of a `cotgen eval` run?)")
-    return check_schema(pl.read_parquet(path), SAMPLE_SCHEMA, str(path))
+    try:
+        df = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise InputError(path, f"cannot read as Parquet: {err}") from None
+    return check_schema(df, SAMPLE_SCHEMA, str(path))

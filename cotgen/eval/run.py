@@ -24,7 +24,7 @@ import polars as pl
 
 from cotgen import __version__, prompts
 from cotgen.config import write_resolved
-from cotgen.io import sha256_file
+from cotgen.io import check_writable, sha256_file
 from cotgen.errors import CotgenError
 from cotgen.eval import engine, metrics, records, report
 from cotgen.eval.config import EvalConfig, resolved
@@ -38,6 +38,7 @@ def run(cfg: EvalConfig) -> dict:
     """Evaluate; write the report into cfg.out; return metrics.json's content."""
     wall = time.perf_counter()
     cfg = resolved(cfg)
+    check_writable(cfg.out)  # before the sampling, not after it
     problems = load(cfg)
     model = check_model(cfg)
     texts = {pid: render_prompt(cfg, q) for pid, q in problems.select("id", "question").iter_rows()}

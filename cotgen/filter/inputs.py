@@ -3,7 +3,8 @@
 Traces: every `*.parquet` in the folder, in name order, as `cotgen generate` writes them (TRACE_SCHEMA); the
 filter needs TRACE_COLUMNS and carries `teacher`, `seed`, `error` when present. Rows whose `error` is set or
 whose finish_reason is "error" are generation failures: skipped and counted. A bad file or value raises
-InputError naming the file, the row (1-based) and the field, before any output is written.
+InputError naming the file, the row (1-based) and the field, before any output is written; so does a file
+whose data is damaged past its footer (found only when its batch is read, after earlier batches were scored).
 
 Problems (question and gold answer per problem_id), first that applies:
 1. `--problems FILE.parquet` (PROBLEM_SCHEMA, as `cotgen problems SOURCE --out FILE.parquet` writes it);
@@ -89,12 +90,21 @@ def _check_batch(df: pl.DataFrame, path: Path) -> None:
         raise InputError(path, f"row {bad['_row'][0] + 1}: is negative", field="completion_tokens")
 
 
+def _collect(path: Path, lf: pl.LazyFrame, what: str = "") -> pl.DataFrame:
+    """lf.collect(), a damaged file raising InputError naming it (and `what` was being read)."""
+    try:
+        return lf.collect()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        message = " ".join(str(err).split("\n\n")[0].split())  # polars may append the plan after a blank line
+        raise InputError(path, f"{what}cannot read as Parquet (damaged or truncated?): {message}") from None
+
+
 def iter_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
     """Checked batches of one file with `_row` (0-based row in the file) added."""
     lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
-    total = pl.scan_parquet(path).select(pl.len()).collect().item()
+    total = _collect(path, pl.scan_parquet(path).select(pl.len())).item()
     for start in range(0, total, rows):
-        df = lf.slice(start, rows).collect()
+        df = _collect(path, lf.slice(start, rows), f"rows {start + 1}-{min(start + rows, total)}: ")
         _check_batch(df, path)
         yield df
 
@@ -102,7 +112,7 @@ def iter_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
 def read_rows(path: Path, rows: pl.Series, columns: list[str]) -> pl.DataFrame:
     """`columns` of the given 0-based rows of one file, with `_row`."""
     lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
-    return lf.filter(pl.col("_row").is_in(rows.implode())).select("_row", *columns).collect()
+    return _collect(path, lf.filter(pl.col("_row").is_in(rows.implode())).select("_row", *columns))
 
 
 def traces_config(folder: Path) -> dict:
@@ -114,8 +124,10 @@ def traces_config(folder: Path) -> dict:
     )
     if not paths:
         return {}
+    from cotgen.io import read_text
+
     try:
-        data = tomllib.loads(paths[0].read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(paths[0]))
     except tomllib.TOMLDecodeError as err:
         raise InputError(paths[0], f"not valid TOML: {err}") from None
     return {k: data[k] for k in ("source", "split", "data_dir", "limit", "seed") if k in data}
@@ -125,9 +137,8 @@ def _single(files: list[Path], column: str) -> str | None:
     values = set()
     for path in files:
         if column in pl.read_parquet_schema(path):
-            values |= set(
-                pl.scan_parquet(path).select(pl.col(column).unique()).collect()[column].drop_nulls()
-            )
+            unique = _collect(path, pl.scan_parquet(path).select(pl.col(column).unique()))
+            values |= set(unique[column].drop_nulls())
     return values.pop() if len(values) == 1 else None
 
 
@@ -173,7 +184,11 @@ def load_problems(
             "source_seed": seed,
             "data_dir": str(data_dir) if data_dir else None,
         }
-    dup = df.filter(pl.col("id").is_duplicated())
-    if dup.height:
-        raise CotgenError(f"problem id {dup['id'][0]} occurs twice in the problems")
+    if problems is not None:  # sources.load_problems refuses repeated questions (so ids) itself
+        rows = df.select(pl.int_range(pl.len()).alias("row"), "id").filter(pl.col("id").is_duplicated())
+        if rows.height:
+            first, row = rows.with_columns(pl.col("row").min().over("id").alias("first")).filter(
+                pl.col("row") != pl.col("first")).select("first", "row").row(0)
+            raise InputError(problems, f"row {row + 1}: repeats the problem id of row {first + 1} "
+                                       "(ids must be unique)", field="id")
     return df.select("id", "source", "question", pl.col("answer").alias("gold"), "solution"), origin

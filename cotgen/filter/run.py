@@ -8,8 +8,8 @@
    quality filters, duplicate | near_duplicate, contaminated, over_limit (`select.py`); the rest are kept.
 4. Read the kept traces' text back and build SFT records: `prompt` = `student_prompt(question)`,
    `completion` = `student_target(reasoning, answer)`; split by problem into train/validation.
-5. Write everything into a temporary folder beside --out, then rename it into place (`report.py` writes the
-   stats and the summary): no half-written output, whatever fails.
+5. Write everything into a temporary folder beside --out (each file fsynced), then rename it into place
+   (`report.py` writes the stats and the summary): no half-written output, whatever fails.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,12 +29,12 @@ from cotgen.config import write_resolved
 from cotgen.errors import CotgenError, InputError
 from cotgen.filter import dedup, inputs, report
 from cotgen.filter.config import FilterConfig
-from cotgen.verify.extract import extract_frame
 from cotgen.filter.quality import FILTERS, QualityLimits, add_format, add_quality
 from cotgen.filter.select import pass_rates, select
-from cotgen.verify.verifier import Verifier
-from cotgen.io import write_parquet
+from cotgen.io import cannot_write, fsync, temporary_beside, write_parquet
 from cotgen.schemas import PASS_RATE_SCHEMA, SFT_SCHEMA
+from cotgen.verify.extract import extract_frame
+from cotgen.verify.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +184,20 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _publish(stage: Path, out: Path, scratch: Path) -> None:
     """Move the finished folder into place: one rename (after moving an old output aside)."""
-    if not out.exists():
-        os.rename(stage, out)
-        return
-    os.rename(out, scratch / "old")
+    fsync(stage, folder=True)
     try:
-        os.rename(stage, out)
-    except OSError:
-        os.rename(scratch / "old", out)  # put the previous output back
-        raise
+        if not out.exists():
+            os.rename(stage, out)
+        else:
+            os.rename(out, scratch / "old")
+            try:
+                os.rename(stage, out)
+            except OSError:
+                os.rename(scratch / "old", out)  # put the previous output back
+                raise
+    except OSError as err:
+        raise cannot_write(out, err) from None
+    fsync(out.parent, folder=True)
 
 
 def run(cfg: FilterConfig) -> dict:
@@ -222,8 +226,7 @@ def run(cfg: FilterConfig) -> dict:
         cfg.min_tokens, cfg.max_tokens, cfg.max_repeat_frac, cfg.max_line_repeats, cfg.max_garbage_frac,
         cfg.repair_format,
     )
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.", suffix=".tmp", dir=cfg.out.parent))
+    scratch = temporary_beside(cfg.out, folder=True)
     try:
         work, stage = scratch / "scored", scratch / "out"
         work.mkdir()

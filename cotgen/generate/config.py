@@ -16,6 +16,7 @@ from cotgen.errors import CotgenError
 IDENTITY = ("teacher", "source", "split", "prompt_style", "shots", "shots_k", "n", "temperature", "top_p",
             "max_tokens", "seed", "logprobs", "seeding")
 SEEDINGS = ("request", "engine")
+PROMPT_STYLES = ("chat", "few_shot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,8 @@ class GenerateConfig(EngineConfig):
             raise CotgenError("--temperature must be >= 0 and --top-p in (0, 1]")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.prompt_style not in (None, *PROMPT_STYLES):
+            raise CotgenError(f"unknown --prompt-style {self.prompt_style!r}; known: {', '.join(PROMPT_STYLES)}")
         if self.seeding not in (None, *SEEDINGS):
             raise CotgenError(f"unknown --seeding {self.seeding!r}; known: {', '.join(SEEDINGS)}")
         if self.seeding == "request":
@@ -90,8 +93,6 @@ def resolved(cfg: GenerateConfig) -> GenerateConfig:
     from cotgen.models import is_base_model  # not at import: the CLI loads this module for --help
 
     style = cfg.prompt_style or ("few_shot" if is_base_model(cfg.teacher) else "chat")
-    if style not in ("chat", "few_shot"):
-        raise CotgenError(f"unknown --prompt-style {style!r}; known: chat, few_shot")
     shots = cfg.shots or ("math" if cfg.source.startswith("math") else "gsm8k")
     cfg.check_api(style)
     dtype = cfg.dtype or ("float32" if cfg.backend == "tunix" else "bfloat16")

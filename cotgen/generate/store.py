@@ -10,7 +10,8 @@ Exactly once: a (problem_id, sample_idx) is done when some chunk holds a row for
 every chunk (all shards) first and asks only for what is not done; a chunk is committed by one rename, so a
 kill loses at most the chunk in flight, never a committed one. Keys whose rows all carry errors are asked for
 again. `read_traces` is how later stages read a folder: all chunks, one row per key (a finished row where
-there is one). A lock file per tag stops two processes from writing the same shard at once.
+there is one). A lock file per tag stops two processes from writing the same shard at once. A chunk or
+manifest that cannot be read raises InputError naming it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cotgen.errors import CotgenError
-from cotgen.io import write_parquet, write_text
+from cotgen.errors import CotgenError, InputError
+from cotgen.io import cannot_write, read_json, write_parquet, write_text
 from cotgen.schemas import TRACE_SCHEMA, check_schema
 
 CHUNK_RE = re.compile(r"^traces-(?P<tag>all|s\d+of\d+)-(?P<k>\d{5,})\.parquet$")
@@ -33,6 +34,13 @@ def chunk_files(out: str | Path) -> list[Path]:
     return sorted(p for p in Path(out).glob("traces-*.parquet") if CHUNK_RE.match(p.name))
 
 
+def _read_chunk(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise InputError(path, f"cannot read as Parquet (damaged or truncated?): {err}") from None
+
+
 def read_traces(out: str | Path, *, keep_errors: bool = False) -> pl.DataFrame:
     """Every chunk of OUT, checked against TRACE_SCHEMA, one row per (problem_id, sample_idx): the first
     finished row; keys with only error rows are dropped unless keep_errors (then their last error row is
@@ -40,7 +48,7 @@ def read_traces(out: str | Path, *, keep_errors: bool = False) -> pl.DataFrame:
     files = chunk_files(out)
     if not files:
         return pl.DataFrame(schema=TRACE_SCHEMA)
-    df = pl.concat([check_schema(pl.read_parquet(f), TRACE_SCHEMA, str(f)) for f in files])
+    df = pl.concat([check_schema(_read_chunk(f), TRACE_SCHEMA, str(f)) for f in files])
     df = df.with_row_index("_order").sort(pl.col("error").is_not_null(), "_order", maintain_order=True)
     df = df.unique(["problem_id", "sample_idx"], keep="first", maintain_order=True).sort("_order")
     if not keep_errors:
@@ -68,8 +76,11 @@ class Output:
         """Create OUT, take the shard's lock, refuse other parameters, drop temporary files of killed runs."""
         if self.dir.exists() and not self.dir.is_dir():
             raise CotgenError(f"--out {self.dir} exists and is not a folder")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.dir / f".lock-{self.tag}", "w")  # noqa: SIM115 - held until close()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.dir / f".lock-{self.tag}", "w")  # noqa: SIM115 - held until close()
+        except OSError as err:
+            raise cannot_write(self.dir, err) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -81,7 +92,10 @@ class Output:
 
     def check(self, identity: dict) -> None:
         for path in sorted(self.dir.glob("manifest*.json")):
-            old = json.loads(path.read_text(encoding="utf-8")).get("params", {})
+            doc = read_json(path)
+            old = doc.get("params", {}) if isinstance(doc, dict) else None
+            if not isinstance(old, dict):
+                raise InputError(path, "expected a JSON object with a params object", field="params")
             diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in identity.items() if old.get(k) != v]
             if diff:
                 raise CotgenError(f"{self.dir} holds traces generated with other parameters ({path.name}): "
@@ -94,7 +108,7 @@ class Output:
         files = chunk_files(self.dir)
         if not files:
             return pl.DataFrame(schema={"problem_id": pl.String, "sample_idx": pl.Int64})
-        keys = pl.concat([pl.read_parquet(f, columns=["problem_id", "sample_idx", "error"]) for f in files])
+        keys = pl.concat([_read_chunk(f, ["problem_id", "sample_idx", "error"]) for f in files])
         return keys.filter(pl.col("error").is_null()).select("problem_id", "sample_idx").unique()
 
     def next_index(self) -> int:

@@ -10,10 +10,10 @@ terms of up to four digits: far past what the 270M gets right. A recipe can set 
     test = 200                                              # held-out problems in test.jsonl
     seed = 0
 
-Train uses `seed`, test `seed + 1_000_003` (as `cotgen.sources` does for rg:); repeated questions are dropped,
-and test questions that also occur in train are skipped (test takes the first `test` new ones of 4 x `test`
-draws), so the held-out set never overlaps the training problems. Either file can hold fewer rows than asked
-when the task's configuration allows few distinct problems. Files: OUT/problems/
+Train uses `seed`, test `seed + 1_000_003` (as rg: sources do; both draw through `cotgen.sources.rg_problems`);
+repeated questions are dropped, and test questions that also occur in train are skipped (test takes the first
+`test` new ones of 4 x `test` draws), so the held-out set never overlaps the training problems. Either file can
+hold fewer rows than asked when the task's configuration allows few distinct problems. Files: OUT/problems/
 `rg-TASK-train.jsonl` and `rg-TASK-test.jsonl` ({question, answer}); the stages read them as file sources.
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 from cotgen.errors import CotgenError, InputError
 
 KEYS = {"task", "config", "train", "test", "seed"}
-TEST_SEED_OFFSET = 1_000_003  # = cotgen.sources.RG_TEST_SEED_OFFSET
 
 
 def check(table: dict[str, Any], recipe: Path) -> dict[str, Any]:
@@ -49,26 +48,20 @@ def file_name(spec: dict[str, Any], split: str) -> str:
 def build(spec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """{"train": [...], "test": [...]} rows of {question, answer}; repeated questions dropped, test disjoint
     from train."""
-    import reasoning_gym
+    from cotgen.sources import RG_TEST_SEED_OFFSET, rg_problems
 
     def entries(size: int, seed: int) -> list[dict[str, str]]:
         try:
-            items = reasoning_gym.create_dataset(spec["task"], size=size, seed=seed, **spec["config"])
-        except (ValueError, TypeError, AssertionError, KeyError) as err:
-            raise CotgenError(f"[problems] reasoning-gym cannot build {spec['task']!r} with "
-                              f"{spec['config']}: {err}") from None
-        seen, rows = set(), []
-        for e in items:
-            if e["question"] not in seen and e.get("answer") is not None:
-                seen.add(e["question"])
-                rows.append({"question": e["question"], "answer": str(e["answer"])})
-        return rows
+            items = rg_problems(spec["task"], size, seed, spec["config"])
+        except CotgenError as err:
+            raise CotgenError(f"[problems] {err}") from None
+        return [{"question": e["question"], "answer": e["answer"]} for e in items if e["answer"] is not None]
 
     train = entries(spec["train"], spec["seed"])
     taken = {r["question"] for r in train}
     # draw 4x as many test items as asked (a small task's test draws often repeat train questions), keep the
     # first `test` that are new
-    drawn = entries(4 * spec["test"], spec["seed"] + TEST_SEED_OFFSET)
+    drawn = entries(4 * spec["test"], spec["seed"] + RG_TEST_SEED_OFFSET)
     test = [r for r in drawn if r["question"] not in taken][:spec["test"]]
     if not test:
         raise CotgenError(f"[problems] every test question of {spec['task']} also occurs in train: the task's "

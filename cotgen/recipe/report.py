@@ -19,10 +19,12 @@ HEADLINE = "greedy/pass@1"
 
 
 def _read_json(path: Path) -> dict | None:
+    """A stage's own summary file; None where it is absent or unreadable (the report shows what there is)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not UTF-8 (UnicodeDecodeError) or not JSON (JSONDecodeError)
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def compare_phases(plan: Plan) -> list[dict]:
@@ -32,7 +34,7 @@ def compare_phases(plan: Plan) -> list[dict]:
     for base, final in plan.comparisons():
         c = cmp.compare(base.folder, final.folder)
         head = next((r for r in c.rows if r["metric"] == HEADLINE), None)
-        protos = {who: (_read_json(s.folder / "metrics.json") or {}).get("protocol", {})
+        protos = {who: cmp.read_protocol(s.folder / "metrics.json")
                   for who, s in (("base", base), ("final", final))}
         out.append({"phase": base.phase, "base": str(base.folder), "final": str(final.folder),
                     "comparison": json.loads(cmp.to_json(c)), "markdown": cmp.render(c), "headline": head,
