@@ -9,8 +9,14 @@ whole `cotgen filter` pipeline on synthetic traces.
    the accuracy of each against the known labels. Also both on extracted answers only.
 2. MATH LaTeX: unique (pred, gold) pairs built from the MATH-500 answers (same, rewritten, or wrong).
    cotgen's symbolic path with 1 and 2 worker processes vs math-verify in one process (wrapped in \\boxed{}).
-3. Labelled set (tests/data/verifier_pairs.jsonl): agreement of cotgen and of wrapped math-verify.
-4. --traces N: `cotgen filter` end to end on N synthetic GSM8K traces (8 per problem) in a subprocess:
+3. Labelled sets: agreement of cotgen and of wrapped math-verify on the tuned pairs
+   (tests/data/verifier_pairs.jsonl, extracted answers), and on the held-out completions written before the
+   issue-14 changes (tests/data/verifier/heldout_pairs.jsonl; cotgen `score_completions`, non-strict as eval
+   scores, vs math-verify `parse(completion)`), as exact counts.
+4. Stall inputs (issue 14): about 40 characters each (deep bare brackets, factorials, towers) that cost a full
+   worker time-out before the cost screen. Pairs/s without the screen (parent and worker screen patched out)
+   and with it, side by side, and the ratio.
+5. --traces N: `cotgen filter` end to end on N synthetic GSM8K traces (8 per problem) in a subprocess:
    seconds, traces/s, peak RSS.
 
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_filter.py --traces 1000000 \
@@ -163,6 +169,10 @@ def section_math(seed: int, workers: list[int]) -> dict:
     return out
 
 
+def agree(got, labels) -> str:
+    return f"{sum(bool(g) == want for g, want in zip(got, labels))}/{len(labels)}"
+
+
 def section_labelled() -> dict:
     from cotgen.verify.verifier import Verifier
 
@@ -170,12 +180,76 @@ def section_labelled() -> dict:
     labels = [p["equal"] for p in pairs]
     with Verifier(workers=2) as v:
         ours = [x.correct for x in v.verify([p["pred"] for p in pairs], [p["gold"] for p in pairs])]
-    mv = [mv_check(p["pred"] or None, p["gold"], True) for p in pairs]
+        mv = [mv_check(p["pred"] or None, p["gold"], True) for p in pairs]
+        out = {
+            "pairs": len(pairs),
+            "cotgen_agreement": accuracy(ours, labels),
+            "math_verify_agreement": accuracy(mv, labels),
+            "tuned": {"cotgen": agree(ours, labels), "math_verify_wrapped": agree(mv, labels)},
+        }
+        # heldout: written before the issue-14 changes; fresh: written after them, before their first score
+        for name in ("heldout", "fresh"):
+            held_file = ROOT / "tests" / "data" / "verifier" / f"{name}_pairs.jsonl"
+            held = [json.loads(line) for line in held_file.open()]
+            want = [p["equal"] for p in held]
+            got = v.score_completions([p["completion"] for p in held], [p["gold"] for p in held])["correct"]
+            mv_held = [mv_check(p["completion"], p["gold"], False) for p in held]
+            out[name] = {"cotgen": agree(got, want), "math_verify": agree(mv_held, want)}
+    return out
+
+
+# About 40 characters each; before the cost screen each one held a worker to its time-out.
+STALLS = [
+    "{" * 20 + "1" + "}" * 20,
+    "(" * 20 + "1" + ")" * 20,
+    "[" * 20 + "1" + "]" * 20,
+    "{1+" * 16 + "1" + "}" * 16,
+    "(10^{10})!",
+    "10!!",
+    "10^{10^{10}}",
+    "9^{9^{9}}",
+    "(x+1)^{1000}",
+    "x^{10^{10}}",
+]
+
+
+if __name__ == "bench_filter":  # imported as a worker's target (section_stall): import before the lock-down
+    import cotgen.verify.symbolic  # noqa: F401
+
+
+def unscreened_check(item):
+    """symbolic.check with the cost screen off: the "before" arm of section_stall, run inside a worker."""
+    from cotgen.verify import sandbox, symbolic
+
+    sandbox._costly = lambda text: None
+    return symbolic.check(item)
+
+
+def section_stall(timeout_s: float, workers: int) -> dict:
+    from unittest import mock
+
+    from cotgen.verify import sandbox
+    from cotgen.verify.verifier import Verifier
+
+    golds = ["\\sqrt{2}"] * len(STALLS)
+    with mock.patch.object(sandbox, "_costly", lambda text: None), Verifier(
+        workers=workers, timeout_s=timeout_s
+    ) as v:
+        v._pool = sandbox.WorkerPool(
+            f"{Path(__file__).stem}:unscreened_check", workers=workers, timeout_s=timeout_s,
+            memory_mb=v.memory_mb,
+        )
+        before, t_before = timed(lambda: [x.status for x in v.verify(STALLS, golds)])
+    with Verifier(workers=workers, timeout_s=timeout_s) as v:
+        after, t_after = timed(lambda: [x.status for x in v.verify(STALLS, golds)])
+        started = v._pool is not None
+    rate_before, rate_after = len(STALLS) / t_before, len(STALLS) / t_after
     return {
-        "pairs": len(pairs),
-        "cotgen_agreement": accuracy(ours, labels),
-        "math_verify_agreement": accuracy(mv, labels),
-    }
+        "pairs": len(STALLS), "workers": workers, "timeout_s": timeout_s,
+        "before": {"pairs_per_s": round(rate_before, 3), "statuses": before},
+        "after": {"pairs_per_s": round(rate_after, 1), "statuses": after, "worker_started": started},
+        "ratio": round(rate_after / rate_before),
+    }  # fmt: skip
 
 
 def make_traces(folder: Path, n: int, seed: int) -> Path:
@@ -254,15 +328,20 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="Worker counts for the MATH section.")
     ap.add_argument("--traces", type=int, default=0, help="Also run the pipeline on N synthetic traces.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sections", default="gsm8k,math,labelled,stall", help="Sections to run (comma list).")
+    ap.add_argument("--stall-timeout", type=float, default=5.0, help="Per-item time-out, stall section.")
     ap.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     args = ap.parse_args()
-    report = {
-        "cpu_count": os.cpu_count(),
-        "polars_max_threads": os.environ["POLARS_MAX_THREADS"],
-        "gsm8k": section_gsm8k(args.pairs, args.seed),
-        "math": section_math(args.seed, [int(w) for w in args.workers.split(",")]),
-        "labelled": section_labelled(),
-    }
+    sections = set(args.sections.split(","))
+    report = {"cpu_count": os.cpu_count(), "polars_max_threads": os.environ["POLARS_MAX_THREADS"]}
+    if "gsm8k" in sections:
+        report["gsm8k"] = section_gsm8k(args.pairs, args.seed)
+    if "math" in sections:
+        report["math"] = section_math(args.seed, [int(w) for w in args.workers.split(",")])
+    if "labelled" in sections:
+        report["labelled"] = section_labelled()
+    if "stall" in sections:
+        report["stall"] = section_stall(args.stall_timeout, workers=2)
     if args.traces:
         report["pipeline"] = section_pipeline(args.traces, args.seed)
     report["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -38,6 +38,51 @@ def test_ladder(text, answer, method):
     assert extract_answer(text) == (answer, method)
 
 
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("The result is \\frac{1}{2}", "\\frac{1}{2}"),  # issue 14: not "2"
+        ("so x = 10^6", "10^6"),  # not "6"
+        ("(x+1)^2", "(x+1)^2"),  # not "2"
+        ("Thus the ratio is $\\frac{1}{2}$.", "\\frac{1}{2}"),  # the math segment holding the number
+        ("The speed is $1.5 \\times 10^3$ m/s.", "1.5 \\times 10^3"),
+        ("The value is $\\sin 30^\\circ = \\frac12$.", "\\frac12"),  # right of the last =
+        ("So f(x) = x^2 + 1", "x^2 + 1"),
+        ("So the side is \\sqrt{8}", "\\sqrt{8}"),
+        ("So we get \\log_2 8", "\\log_2 8"),
+        ("The vertex is at (2, -3).", "(2, -3)"),  # brackets balanced
+        ("She can line them up in 5! ways.", "5!"),
+        ("He has 5!", "5"),  # an exclamation mark
+        ("12 + 8 = 20 apples.", "20"),
+        ("3 boxes * 12 = 36 eggs, minus 6 broken leaves 30.", "30"),  # not the first number
+        ("He pays 20% of $500, which is $100.", "100"),
+        ("**Answer:** 42", "42"),
+        ("Total = 15 + 27 = 42.\n\n42", "42"),
+    ],
+)
+def test_last_number_keeps_the_whole_expression(text, answer):
+    assert extract_answer(text) == (answer, "last_number")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<answer></answer>\nShe has 42 apples.",  # a strict reading exists and is blank
+        "<answer>\n</answer> The total is 42",
+        "Let me compute. 6 * 7 = 42\n<answer>42",  # an unclosed tag: truncated
+        "So we get \\boxed{4",  # an unclosed box
+        "#### \nso 42",
+    ],
+)
+def test_no_last_number_fallback_where_an_anchor_exists(text):
+    assert extract_answer(text) == (None, "none")
+
+
+def test_answer_is_takes_the_result_of_a_chain():
+    assert extract_answer("The answer is 18 - 2 = 16 dollars.") == ("16 dollars", "answer_is")
+    assert extract_answer("The answer is $\\$1,080$.") == ("\\$1,080", "answer_is")  # escaped dollar
+
+
 def test_frame_records_method_and_fallback_per_row():
     df = pl.DataFrame({"completion": ["<answer>3</answer>", "it is 4", "nothing", "#### 5"]})
     out = extract_frame(df)

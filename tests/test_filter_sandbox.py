@@ -117,6 +117,105 @@ def test_screen():
     assert "Unicode" in screen("\udc80")
     assert "longer" in screen("1" * 1001)
     assert "nested" in screen("{" * 61 + "}" * 61)
+    assert "bare" in screen("(" * 7 + "1" + ")" * 7)
+    assert "factorial" in screen("(10^{10})!")
+    assert "exponent" in screen("9^{9^{9}}")
+    assert "polynomial" in screen("(x+1)^{101}")
+
+
+STALLS = [
+    "{" * 20 + "1" + "}" * 20,  # about 40 characters: a full worker time-out each before the screen
+    "(" * 20 + "1" + ")" * 20,
+    "[" * 12 + "1" + "]" * 12,
+    "\\{" * 12 + "1" + "\\}" * 12,
+    "{1+" * 16 + "1" + "}" * 16,
+    "(10^{10})!",
+    "10!!",
+    "\\frac{1}{2}!",
+    "1000000!",
+    "10^{10^{10}}",
+    "9^{9^{9}}",
+    "2^{100000 \\cdot 100000}",
+    "10^10^10",
+    "9**9**9**9",
+    "x^{10^{10}}",
+    "(x+1)^{1000}",
+]
+
+
+@pytest.mark.parametrize("pred", STALLS)
+def test_costly_input_is_rejected_before_any_worker(pred):
+    """Each of these stalled a worker to its time-out; the screen now answers at once, in the parent."""
+    with Verifier(workers=1, timeout_s=5.0) as v:
+        start = time.monotonic()
+        pred_out, gold_out = v.verify([pred, "5"], ["5", pred])
+        elapsed = time.monotonic() - start
+        assert (pred_out.status, gold_out.status) == ("rejected", "bad_gold")
+        assert v._pool is None and v.symbolic_pairs == 0
+    assert elapsed < 0.5
+    assert screen(pred) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\frac{1}{" * 14 + "2" + "}" * 14, "((((((1))))))", "100!", "n!", "(n-1)!", "\\frac{10!}{5!}",
+     "e^{x^2}",
+     "2^{2^{2^{2}}}", "10^{100000}", "(x+1)^{100}", "1.5 \\times 10^{3}", "\\left( \\frac{1}{2} \\right)^{2}",
+     "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "(-\\infty, 3] \\cup \\{5\\}", "11,\\!111"],
+)
+def test_screen_keeps_cheap_answers(text):
+    assert screen(text) is None
+
+
+def _payloads(marker) -> dict[str, str]:
+    """Code run inside a worker (target `builtins:exec`), each going below `_harden`'s Python rebinding."""
+    m = str(marker)
+    return {
+        "os.system": f"import posix; posix.system('touch {m}')",
+        "os.posix_spawn": f"import posix; posix.posix_spawn('/usr/bin/touch', ['touch', '{m}'], {{}})",
+        "os.exec": f"import posix; posix.execv('/usr/bin/touch', ['touch', '{m}'])",
+        "os.fork": "import posix; posix.fork()",
+        "subprocess.Popen": f"import sys; sys.modules.pop('subprocess'); import subprocess; "
+        f"subprocess.Popen(['touch', '{m}'])",  # a fresh subprocess module: the real Popen
+        "fork_exec": "import _posixsubprocess; _posixsubprocess.fork_exec()",  # raises no audit event itself
+        "fresh _posixsubprocess": "import sys; sys.modules.pop('_posixsubprocess'); import _posixsubprocess",
+        "gc.get_objects": "import gc; gc.get_objects()",
+        "open for writing": f"import _io; _io.open('{m}', 'w')",
+        "os.open for writing": f"import posix; posix.open('{m}', posix.O_WRONLY | posix.O_CREAT)",
+        "os.remove": "import posix; posix.remove('/nonexistent-cotgen')",
+        "socket.__new__": "import _socket; _socket.socket()",
+        "ctypes.CDLL": "import ctypes; ctypes.CDLL(None)",
+        "ctypes.dlopen": "import _ctypes; _ctypes.dlopen(None, 2)",
+    }
+
+
+def test_audit_hook_refuses_payloads_that_reach_the_worker(tmp_path):
+    marker = tmp_path / "pwned"
+    payloads = _payloads(marker)
+    with WorkerPool("builtins:exec", workers=1, timeout_s=5) as pool:
+        out = pool.map(list(payloads.values()) + ["x = 1 + 1", "open('/proc/self/status').read()"])
+        for name, (status, value) in zip(payloads, out):
+            assert status == "error" and "PermissionError" in value, (name, value)
+        assert out[-2:] == [("ok", None), ("ok", None)]  # reading still works, the worker still answers
+        assert pool.restarts == 0
+    assert not marker.exists()
+
+
+def test_worker_rlimits():
+    import resource
+
+    with WorkerPool("resource:getrlimit", workers=1, timeout_s=5) as pool:
+        fsize, core, nofile = pool.map([resource.RLIMIT_FSIZE, resource.RLIMIT_CORE, resource.RLIMIT_NOFILE])
+    assert fsize == ("ok", (0, 0)) and core == ("ok", (0, 0))
+    assert nofile[0] == "ok" and nofile[1][1] <= 256
+
+
+def test_symbolic_worker_answers_after_lock_down():
+    with WorkerPool("cotgen.verify.symbolic:check", workers=1, timeout_s=5) as pool:
+        assert pool.map([("\\sqrt{8}", "2\\sqrt{2}", 5.0), ("\\frac{1}{3}", "0.5", 5.0)]) == [
+            ("ok", "correct"),
+            ("ok", "wrong"),
+        ]
 
 
 def test_pool_kills_work_stuck_in_c():

@@ -5,11 +5,19 @@ The labelled set: 222 pairs (GSM8K- and MATH-style), 120+ equivalent and 70+ not
 with the verifier; the 32 marked "[untuned]" were added afterwards and run once before any fix (28/32 then;
 two unit-parsing fixes followed). `known_miss` pairs are ones the verifier still gets wrong: the test asserts
 they stay wrong, so a fix shows up as a failure asking to update the label file.
+
+The held-out set (tests/data/verifier/heldout_pairs.jsonl): 160 whole completions (GSM8K and MATH style, traps
+such as "so x = 10^6" for gold 6), labelled by hand and written before the issue-14 changes to extraction and
+the screen. Scored with `score_completions` (non-strict, as eval scores): 108/160 before those changes,
+158/160 after. The fixes were made while reading its misses, so a second set (fresh_pairs.jsonl, 44
+completions) was written after them and scored once: 41/44 (15/44 with the code before the changes). The
+tests hold both after-values, so a regression fails.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +26,11 @@ import pytest
 from cotgen.verify.verifier import STATUSES, Verdict, Verifier, score_completions, verify
 
 PAIRS = [json.loads(line) for line in (Path(__file__).parent / "data" / "verifier_pairs.jsonl").open()]
+HELD = Path(__file__).parent / "data" / "verifier"
+HELDOUT = [json.loads(line) for line in (HELD / "heldout_pairs.jsonl").open()]
+FRESH = [json.loads(line) for line in (HELD / "fresh_pairs.jsonl").open()]
+HELDOUT_BEFORE, HELDOUT_AFTER = 108, 158  # agreement before / after the issue-14 changes
+FRESH_AFTER = 41  # first score, with the changes in
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +67,70 @@ def test_agreement_rate(verdicts, capsys):
     with capsys.disabled():
         print(f"\nverifier agreement with the labels: {agree}/{len(PAIRS)} = {100 * rate:.1f}%")
     assert rate >= 0.98
+
+
+@pytest.mark.parametrize(
+    "name, pairs, floor", [("held-out", HELDOUT, HELDOUT_AFTER), ("fresh", FRESH, FRESH_AFTER)], ids=["heldout", "fresh"]
+)
+def test_heldout_agreement(verifier, capsys, name, pairs, floor):
+    assert len({(p["completion"], p["gold"]) for p in pairs}) == len(pairs) and len(pairs) >= 40
+    out = verifier.score_completions([p["completion"] for p in pairs], [p["gold"] for p in pairs])
+    agree = sum(got == p["equal"] for p, got in zip(pairs, out["correct"]))
+    with capsys.disabled():
+        print(f"\n{name} agreement: {agree}/{len(pairs)} (floor {floor})")
+    assert agree >= floor
+
+
+@pytest.mark.parametrize(
+    "completion, gold, correct",
+    [
+        ("The result is \\frac{1}{2}", "2", False),  # issue 14: the last number was 2
+        ("so x = 10^6", "6", False),
+        ("(x+1)^2", "2", False),
+        ("The result is \\frac{1}{2}", "0.5", True),  # the whole expression is verified
+        ("so x = 10^6", "1000000", True),
+        ("(x+1)^2", "x^2+2x+1", True),
+        ("The probability is 1/6.", "6", False),
+        ("<answer></answer>\nShe has 42 apples.", "42", False),  # a blank tag is no answer
+        ("Let me compute. 6 * 7 = 42\n<answer>42", "42", False),  # an unclosed tag: truncated
+    ],
+)
+def test_last_number_fallback_is_not_fooled(verifier, completion, gold, correct):
+    (row,) = verifier.score_completions([completion], [gold]).iter_rows(named=True)
+    assert row["correct"] is correct, row
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"workers": -1}, "workers must be a whole number from 1 to 256"),
+        ({"workers": 257}, "from 1 to 256, got 257"),
+        ({"workers": 10**6}, "from 1 to 256"),
+        ({"workers": 2.5}, "workers must be a whole number"),
+        ({"workers": True}, "workers must be a whole number"),
+        ({"timeout_s": float("nan")}, "timeout_s must be a finite number of seconds > 0, got nan"),
+        ({"timeout_s": float("inf")}, "got inf"),
+        ({"timeout_s": 0}, "got 0"),
+        ({"timeout_s": -1.0}, "got -1.0"),
+        ({"memory_mb": 0}, "memory_mb must be a whole number >= 1"),
+    ],
+)
+def test_verifier_refuses_unbounded_settings(kwargs, message):
+    from cotgen.errors import CotgenError
+    from cotgen.verify.sandbox import MAX_WORKERS, WorkerPool
+
+    with pytest.raises(CotgenError, match=re.escape(message)):
+        Verifier(**kwargs)
+    with pytest.raises(CotgenError, match=re.escape(message)):  # before any worker starts
+        WorkerPool("math:sqrt", **kwargs)
+    assert Verifier(workers=0).workers >= 1 and Verifier(workers=MAX_WORKERS).workers == MAX_WORKERS
+
+
+def test_worker_bound_matches_the_config_bound():
+    from cotgen.config import MAX_WORKERS as CONFIG_MAX
+    from cotgen.verify.sandbox import MAX_WORKERS
+
+    assert MAX_WORKERS == CONFIG_MAX
 
 
 def test_numeric_path_decides_gsm8k_without_workers():

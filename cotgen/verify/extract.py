@@ -12,12 +12,20 @@ The ladder, first hit wins; the method is recorded per row (`METHODS`):
 3. `hashes`: the rest of the line after the last `####` (GSM8K, verl).
 4. `answer_is`: after the last "the answer is" (lm-eval gsm8k-cot), up to the end of the sentence.
 5. `final_answer_is`: after the last "final answer" [is|:] (Minerva), up to the end of the sentence.
-6. `last_number`: the last number in the text (lm-eval "flexible", verl); a fallback, flagged as such.
+6. `last_number`: the expression around the last number (lm-eval "flexible", verl); a fallback, flagged.
 7. `none`: nothing found; the answer is null (unparsed).
 
 A candidate that is blank after trimming counts as not found (an empty `<answer></answer>` must never earn
 reward), and the ladder goes on. A sentence is cut at the first period followed by a space or the end, or, if
-it starts with `$`, at the closing `$`.
+it starts with `$`, at the closing `$`. An arithmetic chain there ("12 - 5 = 7") gives its result.
+
+The fallback never turns LaTeX or algebra into a bare number. It returns the whole expression that holds the
+last number: the last `$...$` (or `\\(...\\)`) segment if the number is inside it, else the run of
+operands and operators around it, with brackets balanced. After an `=` only the right side is kept. So
+"The result is \\frac{1}{2}" gives `\\frac{1}{2}` (not 2), "so x = 10^6" gives `10^6` and "(x+1)^2" stays
+whole; "12 + 8 = 20 apples." gives 20. The fallback does not run at all on a text that holds a format anchor
+(`<answer>`, `</answer>`, `\\boxed`, `\\fbox`, `####`): there a strict reading exists, and if it is blank or
+never closed (a truncated completion) the answer is none, not some other number.
 """
 
 from __future__ import annotations
@@ -37,9 +45,14 @@ _TAG = r"(?s).*<answer>(.*?)</answer>"
 _HASHES = r"(?s).*####[ \t]*([^\n]*)"
 _ANSWER_IS = r"(?is).*\bthe answer is\b[ \t]*:?[ \t]*([^\n]*)"
 _FINAL_IS = r"(?is).*\bfinal answer\b(?:[ \t]+is\b)?[ \t]*:?[ \t]*([^\n]*)"
-# The last number: preceded by the start or by a character that cannot belong to a number, so the greedy
-# prefix cannot eat its first digits. "1,000" and "-3.5" are whole numbers; "18." gives "18".
-_LAST_NUMBER = r"(?s)(?:\A|.*[^\d,.\-])(-?(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+))"
+# The last-number fallback (Python, on the rows no anchor answered). "1,000" and "-3.5" are whole numbers.
+_ANCHOR = re.compile(r"</?answer>|\\(?:boxed|fbox)(?![A-Za-z])|####")
+_NUMBER = re.compile(r"(?<![\d.])-?(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+)")
+_MATH = re.compile(r"(?<!\\)\$\$?((?:\\\$|[^$])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_TOKEN = set("0123456789.,%!'|^_{}()[]\\+-*/=<>×÷·abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_OPERATOR = re.compile(r"(?:[=+\-*/^<>×÷·]|\\(?:times|cdot|div|pm|le|ge|leq|geq))$")
+_OPERATOR_AHEAD = re.compile(r"[=+\-*/^<>×÷·]|\\(?:times|cdot|div|pm|le|ge|leq|geq)(?![A-Za-z])")
+_OPEN, _CLOSE = "([{", ")]}"
 
 
 def last_boxed(text: str | None) -> str | None:
@@ -78,6 +91,104 @@ def last_boxed(text: str | None) -> str | None:
     return None
 
 
+def _run_left(text: str, i: int) -> int:
+    """Start of the expression that ends at `i`: token runs joined by operators (spaces allowed around an
+    operator, and after a LaTeX command such as `\\log_2`)."""
+    while True:
+        while i > 0 and text[i - 1] in _TOKEN:
+            i -= 1
+        j = i
+        while j > 0 and text[j - 1] in " \t":
+            j -= 1
+        op = _OPERATOR.search(text, max(0, j - 8), j)  # operators are short: look back a few characters
+        if op is not None and j < i:  # "a + b": an operator, then spaces, then our run
+            k = op.start()
+            while k > 0 and text[k - 1] in " \t":
+                k -= 1
+        elif j < i and j > 0 and text[j - 1] in _TOKEN:  # "\log_2 8": a command, a space, its argument
+            k = j
+            while k > 0 and text[k - 1] in _TOKEN:
+                k -= 1
+            if text[k] != "\\":
+                return i
+            k = j
+        else:
+            return i
+        if k == 0 or text[k - 1] not in _TOKEN:
+            return i
+        i = k
+
+
+def _run_right(text: str, i: int) -> int:
+    """End of the expression that starts before `i` (see `_run_left`)."""
+    n = len(text)
+    while True:
+        while i < n and text[i] in _TOKEN:
+            i += 1
+        j = i
+        while j < n and text[j] in " \t":
+            j += 1
+        op = _OPERATOR_AHEAD.match(text, j)
+        if op is None:
+            return i
+        k = j + op.end()
+        while k < n and text[k] in " \t":
+            k += 1
+        if k == n or text[k] not in _TOKEN:
+            return i
+        i = k
+
+
+def _balance(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen [start, end) until its brackets balance (at most 200 characters each way)."""
+    depth = sum((c in _OPEN) - (c in _CLOSE) for c in text[start:end])
+    while depth < 0 and start > 0 and end - start < 400:
+        start -= 1
+        depth += (text[start] in _OPEN) - (text[start] in _CLOSE)
+    while depth > 0 and end < len(text) and end - start < 400:
+        depth += (text[end] in _OPEN) - (text[end] in _CLOSE)
+        end += 1
+    return start, end
+
+
+def _right_of_equals(expr: str) -> str:
+    """The part after the last `=` outside brackets ("x = 10^6" -> "10^6")."""
+    depth, cut = 0, 0
+    for i, c in enumerate(expr):
+        depth += (c in _OPEN) - (c in _CLOSE)
+        if c == "=" and depth == 0:
+            cut = i + 1
+    return expr[cut:]
+
+
+def last_number(text: str | None) -> str | None:
+    """The last-number fallback: the whole expression that holds the last number (see the module docstring);
+    None when the text holds a format anchor or no number."""
+    if not text or _ANCHOR.search(text):
+        return None
+    found = None
+    for found in _NUMBER.finditer(text):
+        pass
+    if found is None:
+        return None
+    start, end = found.span()
+    expr = None
+    for seg in _MATH.finditer(text):
+        g = next(k for k in (1, 2, 3) if seg.group(k) is not None)
+        if seg.start(g) <= start and end <= seg.end(g):
+            expr = seg.group(g)
+    if expr is None:
+        start, end = _balance(text, _run_left(text, start), _run_right(text, end))
+        start, end = _run_left(text, start), _run_right(text, end)
+        expr = text[start:end]
+        if expr.endswith("!") and re.match(r"\s*(?:$|\n|[A-Z])", text[end:]):
+            expr = expr[:-1]  # "He has 5!": an exclamation mark, not a factorial
+    for _ in range(2):  # trailing punctuation and markdown bold (`**42**.`), in either order
+        expr = expr.strip().rstrip(".,;:?").strip("* \t")
+    expr = _right_of_equals(expr).strip()
+    return expr or None
+
+
 def _blank_to_null(e: pl.Expr) -> pl.Expr:
     e = e.str.strip_chars()
     return pl.when(e.str.len_chars() > 0).then(e)
@@ -86,8 +197,9 @@ def _blank_to_null(e: pl.Expr) -> pl.Expr:
 def _sentence(e: pl.Expr) -> pl.Expr:
     """Cut a phrase at its end: `$...$` if it starts with `$`, else before the first '. ' or final '.'."""
     e = e.str.strip_chars()
-    dollars = e.str.extract(r"^\$([^$]*)\$", 1)
-    return pl.coalesce(dollars, e.str.replace(r"\.(?:\s.*)?$", "").str.strip_chars())
+    dollars = e.str.extract(r"^\$((?:\\\$|[^$])*)\$", 1)  # `\$` inside is a dollar sign, not the end
+    e = pl.coalesce(dollars, e.str.replace(r"\.(?:\s.*)?$", "").str.strip_chars())
+    return e.str.replace(r"^(?:[-+*/×÷()\d\s.,]+=\s*)+(\S)", "$1")  # "12 - 5 = 7" -> "7"
 
 
 def _boxed_in(e: pl.Expr) -> pl.Expr:
@@ -111,7 +223,7 @@ LADDER = (
     ("hashes", "####", lambda t: _blank_to_null(t.str.extract(_HASHES, 1))),
     ("answer_is", "answer is", lambda t: _blank_to_null(_sentence(t.str.extract(_ANSWER_IS, 1)))),
     ("final_answer_is", "final answer", lambda t: _blank_to_null(_sentence(t.str.extract(_FINAL_IS, 1)))),
-    ("last_number", None, lambda t: _blank_to_null(t.str.extract(_LAST_NUMBER, 1))),
+    ("last_number", None, lambda t: _blank_to_null(t.map_elements(last_number, return_dtype=pl.String))),
 )
 
 

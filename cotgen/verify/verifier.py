@@ -9,9 +9,10 @@ there is no prediction: most GSM8K rows, with no Python per row. The rest go, as
 math-verify in sandboxed worker processes (`symbolic.py`, `sandbox.py`) with a hard per-item time and memory
 limit.
 
-A Verdict's status is one of STATUSES; only "correct" is correct. A timeout, a rejected (hostile-looking)
-prediction, a crash or an error are never correct. "bad_gold" means the gold cannot be parsed (blank, or
-math-verify finds nothing in it): callers drop such rows and count them; they must never be rewarded.
+A Verdict's status is one of STATUSES; only "correct" is correct. A timeout, a rejected prediction
+(hostile-looking or costly: `sandbox.screen`), a crash or an error are never correct. "bad_gold" means the
+gold cannot be parsed (blank, or math-verify finds nothing in it): callers drop such rows and count them;
+they must never be rewarded.
 `path` says who decided: "numeric" or "symbolic".
 """
 
@@ -26,7 +27,7 @@ import polars as pl
 
 from cotgen.verify.extract import extract_frame
 from cotgen.verify.numeric import add_numeric_verdict, clean
-from cotgen.verify.sandbox import WorkerPool, screen
+from cotgen.verify.sandbox import WorkerPool, check_limits, screen
 
 STATUSES = ("correct", "wrong", "no_answer", "bad_gold", "rejected", "timeout", "error")
 
@@ -52,10 +53,12 @@ class Verdict(NamedTuple):
 
 class Verifier:
     """Holds the sandbox worker pool (started on first use) between calls; use as a context manager or
-    call `close()`. `workers` defaults to min(4, CPUs)."""
+    call `close()`. `workers` defaults to min(4, CPUs) and is at most `sandbox.MAX_WORKERS`; `timeout_s` must
+    be finite and > 0. Bad values raise CotgenError here, before any worker starts."""
 
     def __init__(self, *, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024):
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = min(4, os.cpu_count() or 1) if workers is None or workers == 0 else workers
+        check_limits(workers=self.workers, timeout_s=timeout_s, memory_mb=memory_mb)
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         self._pool: WorkerPool | None = None
         self.symbolic_pairs = 0  # unique pairs sent to the workers so far
