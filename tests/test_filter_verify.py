@@ -126,13 +126,6 @@ def test_verifier_refuses_unbounded_settings(kwargs, message):
     assert Verifier(workers=0).workers >= 1 and Verifier(workers=MAX_WORKERS).workers == MAX_WORKERS
 
 
-def test_worker_bound_matches_the_config_bound():
-    from cotgen.config import MAX_WORKERS as CONFIG_MAX
-    from cotgen.verify.sandbox import MAX_WORKERS
-
-    assert MAX_WORKERS == CONFIG_MAX
-
-
 def test_numeric_path_decides_gsm8k_without_workers():
     with Verifier(workers=1) as v:
         out = v.verify(["1,080", "$18.00", "25%", "17", None, "1e3"], ["1080", "18", "25", "18", "5", "1000"])

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from cotgen.config import MAX_WORKERS  # the one bound, shared with the typed configs
 from cotgen.errors import CotgenError
 
 Outcome = tuple[str, Any]  # (status, value): ok | timeout | memory | crash | error
@@ -48,7 +49,7 @@ MAX_BARE_DEPTH = 6  # bare groups: `((((1))))`; about 0.3 s at 6 levels, a time-
 MAX_FACTORIAL_DIGITS = 5  # `99999!` takes 0.2 s
 MAX_EXPONENT = 100_000  # `x^{100000}` takes 0.1 s; `9^{9^{9}}` and `10^{10^{10}}` never finish
 MAX_POLY_POWER = 100  # `(x+1)^{100}` takes 0.2 s, `(x+1)^{1000}` times out
-MAX_WORKERS = 256  # the same bound as cotgen.config.MAX_WORKERS (not imported: this module stays light)
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ufffd]")
 _PYTHON = re.compile(
     r"__|\b(?:import|lambda|exec|eval|compile|open|getattr|setattr|delattr|globals|locals|vars|"
