@@ -14,7 +14,8 @@ so stages can run one at a time):
   with the same steps, batch, learning rate and seed; held-out NLL = validation loss (completion tokens).
 - `report`: everything side by side, ratios, loss curves in one PNG, JSON.
 
-    flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_distill.py --work /tmp/kd/bench --stages data,student,logits
+    flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_distill.py --work /tmp/kd/bench \
+        --stages data,student,logits
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_distill.py --work /tmp/kd/bench --stages sft
     ... online, offline, then --stages report --out bench_distill.json
 """

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cotgen.eval import compare, metrics, records
 from cotgen.engines.backend import Sample
+from cotgen.eval import compare, metrics, records
 from cotgen.schemas import PROBLEM_SCHEMA
 
 
@@ -35,7 +35,8 @@ def synthetic(problems: int, k: int, seed: int) -> tuple[list[Sample], list[Samp
         if u < 0.1:
             return "I am not sure, let me think about it again and again"
         answer = gold if u < 0.75 else gold + int(rng.integers(1, 50))
-        return f"<reasoning>{gold - 7} + 7 = {answer}. So the total is {answer:,}.</reasoning>\n<answer>{answer:,}</answer>"
+        return (f"<reasoning>{gold - 7} + 7 = {answer}. So the total is {answer:,}.</reasoning>\n"
+                f"<answer>{answer:,}</answer>")
 
     def sample(pid: str, idx: int, gold: int) -> Sample:
         text = completion(gold)
@@ -78,7 +79,8 @@ def main() -> None:
             df.write_parquet(folder / "samples.parquet")
             runs.append(folder)
             print(f"    greedy/pass@1 {summary['greedy/pass@1']:.3f}, sampled/pass@{args.k} "
-                  f"{summary[f'sampled/pass@{args.k}']:.3f}, sampled/maj@{args.k} {summary[f'sampled/maj@{args.k}']:.3f}")
+                  f"{summary[f'sampled/pass@{args.k}']:.3f}, "
+                  f"sampled/maj@{args.k} {summary[f'sampled/maj@{args.k}']:.3f}")
         result = timed("compare (10,000 paired bootstrap resamples)", compare.compare, *runs)
         print(f"    {len(result.rows)} metrics compared over {result.shared} problems")
 

@@ -23,7 +23,8 @@ solution); MATH, the last `\\boxed{}` of the solution (about 1% of solutions hol
 taken; the two MATH train rows whose box is empty are dropped with a warning); MATH-500, its `answer` field;
 reasoning-gym, the entry's `answer`. `id` is the first 16 hex characters of sha256("{source}\\n{question}").
 Rows keep file order and `limit` keeps the first N. Bad input raises InputError naming the file, the 1-based
-line (JSONL) or row, and the field.
+line (JSONL) or row, and the field: bytes that are not UTF-8, text that is not JSON, a missing or blank field,
+and a question that occurs twice (problem ids hash the question, and the stages key traces by id).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from typing import Callable, Iterator
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.verify.extract import last_boxed
+from cotgen.io import not_utf8, read_text
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
+from cotgen.verify.extract import last_boxed
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ def _load_builtin(name: str, split: str, data_dir: str | Path | None, limit: int
         raw, origin = _read_hub(name, spec, split, limit)
     raw = _require_text(raw, [spec.question, spec.answer], origin)
     raw = raw.with_columns([pl.lit(None, pl.String).alias(c) for c in spec.optional if c not in raw.columns])
+    _require_unique(raw, origin, spec.question)
     df = raw.select(pl.col(spec.question).alias("question"), *spec.columns())
     bad = _first_blank(df, ["answer"])
     if bad is None:
@@ -208,7 +211,10 @@ def parse_rg_options(spec: str, text: str) -> dict:
     return options
 
 
-def _load_rg(task: str, split: str, limit: int | None, seed: int, options: dict | None = None) -> pl.DataFrame:
+def rg_problems(task: str, size: int, seed: int, options: dict | None = None) -> list[dict]:
+    """`size` reasoning-gym items of `task` drawn with `seed` and the task's config `options`, as {question,
+    answer (a string, or None), metadata}, repeated questions dropped (the first kept). The one builder behind
+    `rg:` sources and recipes' `[problems]`."""
     import reasoning_gym  # lazy: imports ~100 task modules (0.6 s)
     from reasoning_gym.factory import DATASETS
 
@@ -216,33 +222,40 @@ def _load_rg(task: str, split: str, limit: int | None, seed: int, options: dict 
         near = difflib.get_close_matches(task, DATASETS, n=5) or sorted(DATASETS)[:8]
         raise CotgenError(f"unknown reasoning-gym task {task!r}; {len(DATASETS)} tasks, "
                           f"e.g. {', '.join(near)}")
+    try:
+        items = list(reasoning_gym.create_dataset(task, size=size, seed=seed, **(options or {})))
+    except (ValueError, TypeError, AssertionError, KeyError) as exc:
+        shown = "".join(f", {k}={v!r}" for k, v in (options or {}).items())
+        raise CotgenError(f"reasoning-gym cannot build {task!r} (size={size}, seed={seed}{shown}): {exc}") from exc
+    seen, problems = set(), []
+    for e in items:
+        if e.get("question") not in seen:
+            seen.add(e.get("question"))
+            problems.append({"question": e.get("question"),
+                             "answer": None if e.get("answer") is None else str(e["answer"]),
+                             "metadata": e.get("metadata", {})})
+    return problems
+
+
+def _load_rg(task: str, split: str, limit: int | None, seed: int, options: dict | None = None) -> pl.DataFrame:
     if split not in ("train", "test"):
         raise CotgenError(f"rg:{task} has no split {split!r}; available: train, test")
     size = RG_DEFAULT_SIZE if limit is None else limit
-
-    def entries(s: int) -> list[dict]:
-        try:
-            return list(reasoning_gym.create_dataset(task, size=size, seed=s, **(options or {})))
-        except (ValueError, TypeError, AssertionError) as exc:
-            shown = "".join(f", {k}={v!r}" for k, v in (options or {}).items())
-            raise CotgenError(f"reasoning-gym cannot build {task!r} (size={size}, seed={s}{shown}): {exc}") from exc
-
-    items = entries(seed + (RG_TEST_SEED_OFFSET if split == "test" else 0))
+    items = rg_problems(task, size, seed + (RG_TEST_SEED_OFFSET if split == "test" else 0), options)
     raw = pl.DataFrame(
         {
-            "question": [e.get("question") for e in items],
-            "answer": [None if e.get("answer") is None else str(e["answer"]) for e in items],
+            "question": [e["question"] for e in items],
+            "answer": [e["answer"] for e in items],
             "solution": [""] * len(items),
-            "metadata": [json.dumps(e.get("metadata", {}), default=str, separators=(",", ":"))
-                         for e in items],
+            "metadata": [json.dumps(e["metadata"], default=str, separators=(",", ":")) for e in items],
         },
         schema=dict.fromkeys(["question", "answer", "solution", "metadata"], pl.String),
     )
     _require_text(raw, ["question", "answer"], _Origin(f"rg:{task}", jsonl=False))
-    df = raw.unique("question", keep="first", maintain_order=True)
     if split == "test":
-        df = df.filter(~pl.col("question").is_in([e["question"] for e in entries(seed)]))
-    return df
+        train = rg_problems(task, size, seed, options)
+        return raw.filter(~pl.col("question").is_in([e["question"] for e in train]))
+    return raw
 
 
 # ---- user files -------------------------------------------------------------------------------------------
@@ -267,6 +280,7 @@ def _load_file(path: Path, limit: int | None, mapping: dict[str, str]) -> pl.Dat
     has_solution = names["solution"] in raw.columns
     if has_solution:
         raw = _require_text(raw, [names["solution"]], origin, allow_blank=True)
+    _require_unique(raw, origin, names["question"])
     rest = [c for c in raw.columns if c not in names.values()]
     return raw.select(
         pl.col(names["question"]).alias("question"),
@@ -289,13 +303,13 @@ def _read_parquet(path: Path, limit: int | None) -> pl.DataFrame:
 def _is_json_array(path: Path) -> bool:
     if not path.is_file():
         raise InputError(path, "file not found")
-    with open(path, encoding="utf-8") as f:
-        return f.read(4096).lstrip().startswith("[")
+    with open(path, "rb") as f:
+        return f.read(4096).lstrip().startswith(b"[")
 
 
 def _read_json_array(path: Path, limit: int | None) -> pl.DataFrame:
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
     for i, row in enumerate(rows):
@@ -309,8 +323,12 @@ def _read_json_array(path: Path, limit: int | None) -> pl.DataFrame:
 
 def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text) of the non-blank lines: the rows that polars reads."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, data in enumerate(f, 1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise not_utf8(path, data, err, line=number) from None
             if line.strip():
                 yield number, line
 
@@ -347,6 +365,22 @@ class _Origin:
             return InputError(self.path, f"row {row + 1}: {message}", field=field)
         number, _ = next(itertools.islice(_lines(self.path), row, None), (None, ""))
         return InputError(self.path, message, line=number, field=field)
+
+    def where(self, row: int) -> str:
+        """`line N` (JSONL) or `row N` of a 0-based row."""
+        if not self.jsonl:
+            return f"row {row + 1}"
+        return f"line {next(itertools.islice(_lines(self.path), row, None), (None, ''))[0]}"
+
+
+def _require_unique(df: pl.DataFrame, origin: _Origin, field: str) -> None:
+    """InputError at the first row whose `field` (the question) repeats an earlier row's, naming both."""
+    rows = df.select(pl.int_range(pl.len()).alias("_row"), field).filter(pl.col(field).is_duplicated())
+    if rows.height == 0:
+        return
+    first, row = rows.with_columns(pl.col("_row").min().over(field).alias("_first")).filter(
+        pl.col("_row") != pl.col("_first")).select("_first", "_row").row(0)
+    raise origin.error(row, field, f"repeats the question of {origin.where(first)} (ids hash the question)")
 
 
 def _first_blank(df: pl.DataFrame, fields: list[str]) -> tuple[int, str] | None:

@@ -331,3 +331,30 @@ def test_read_json_names_file_and_line(tmp_path):
     with pytest.raises(InputError, match="file not found"):
         read_json(tmp_path / "none.json")
     assert cotgen.io.read_text(path).startswith("{")
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--model", "tiny", "--data", "DATA"],
+    ["rl", "--model", "tiny", "--source", "rg:chain_sum", "--limit", "8", "--eval-size", "2"],
+    ["distill", "train", "--student", "tiny", "--teacher", "tiny", "--data", "DATA"],
+])
+def test_training_out_under_a_file_is_refused_before_any_model_loads(tmp_path, monkeypatch, args):
+    """train, rl and distill check --out with the run folder (`cotgen.runs.check_out`), before the weights."""
+    from cotgen.models import load as load_mod
+
+    def never(*_a, **_k):
+        raise AssertionError("loaded a model before checking --out")
+
+    monkeypatch.setattr(load_mod, "load", never)
+    from cotgen import prompts
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame([{"problem_id": f"p{k}", "question": f"What is {k} + 1?",
+                   "prompt": prompts.student_prompt(f"What is {k} + 1?"),
+                   "completion": prompts.student_target(f"{k} + 1 = {k + 1}.", str(k + 1))} for k in range(4)]
+                 ).write_parquet(data / "train.parquet")
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "run"
+    line = fails([a.replace("DATA", str(data)) for a in args] + ["--out", str(out)])
+    assert line == f"error: cannot write --out {out}: it is under {tmp_path / 'file'}, a file, not a folder", line

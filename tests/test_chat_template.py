@@ -8,18 +8,18 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
+import openai_stub
 import polars as pl
 import pytest
-import openai_stub
 from click.testing import CliRunner
 
 from cotgen import prompts
 from cotgen.cli import main
-from cotgen.errors import CotgenError
 from cotgen.engines.backend import Request, Sampling
+from cotgen.errors import CotgenError
 from cotgen.generate.config import GenerateConfig, resolved
-from cotgen.models import is_base_model
 from cotgen.models import chat_template as ct
+from cotgen.models import is_base_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.usefixtures("data_dir")  # conftest fails clearly without ../shared/data

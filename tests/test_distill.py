@@ -277,9 +277,9 @@ def _metrics(cfg):
 
 @pytest.mark.parametrize("which", ["offline", "online"])
 def test_distillation_trains_logs_kl_and_evaluates_nll(which, request):
-    from cotgen.distill.run import model_from_run
     from cotgen.models.load import load
-    from cotgen.train.lora import flat_params
+    from cotgen.models.lora import flat_params
+    from cotgen.runs import model_from_run
 
     cfg, state = request.getfixturevalue(f"{which}_run")
     rows = _metrics(cfg)
@@ -317,8 +317,9 @@ def test_online_metrics_reach_tensorboard_and_listeners_are_removed(online_run):
 
 
 def test_stopped_offline_run_resumes_to_the_same_weights(dataset, topk_dir, offline_run, tmp_path):
-    from cotgen.distill.run import model_from_run, run
-    from cotgen.train.lora import flat_params
+    from cotgen.distill.run import run
+    from cotgen.models.lora import flat_params
+    from cotgen.runs import model_from_run
 
     class Stop(Exception):
         pass
@@ -352,7 +353,7 @@ def test_lora_student_through_the_cli_and_export(dataset, topk_dir, tmp_path):
         "--eval-every", "3", "--no-tensorboard", "--alpha", "0.8", "--temperature", "2"])
     assert result.exit_code == 0, result.output
     assert "offline KD of tiny from tiny:1: 3 steps" in result.output
-    from cotgen.distill.run import model_from_run
+    from cotgen.runs import model_from_run
 
     model, _, cfg, step = model_from_run(out)
     assert cfg.lora_rank == 4 and cfg.temperature == 2.0 and step == 3

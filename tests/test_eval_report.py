@@ -6,8 +6,8 @@ import math
 import polars as pl
 import pytest
 
-from cotgen.eval import adapters, metrics, records, report
 from cotgen.engines.backend import Sample
+from cotgen.eval import adapters, metrics, records, report
 from cotgen.schemas import PROBLEM_SCHEMA
 
 PROBLEMS = pl.DataFrame(

@@ -70,7 +70,8 @@ def test_agreement_rate(verdicts, capsys):
 
 
 @pytest.mark.parametrize(
-    "name, pairs, floor", [("held-out", HELDOUT, HELDOUT_AFTER), ("fresh", FRESH, FRESH_AFTER)], ids=["heldout", "fresh"]
+    "name, pairs, floor", [("held-out", HELDOUT, HELDOUT_AFTER), ("fresh", FRESH, FRESH_AFTER)],
+    ids=["heldout", "fresh"]
 )
 def test_heldout_agreement(verifier, capsys, name, pairs, floor):
     assert len({(p["completion"], p["gold"]) for p in pairs}) == len(pairs) and len(pairs) >= 40

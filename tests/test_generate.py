@@ -10,16 +10,16 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import openai_stub
 import polars as pl
 import pytest
-import openai_stub
 from click.testing import CliRunner
 
 from cotgen import prompts
 from cotgen.cli import main
+from cotgen.engines.backend import Request, Sampling, request_seed, runs
 from cotgen.errors import CotgenError
 from cotgen.generate import store
-from cotgen.engines.backend import Request, Sampling, request_seed, runs
 from cotgen.generate.config import GenerateConfig, parse_shard
 from cotgen.generate.run import in_shard, run
 from cotgen.schemas import TRACE_SCHEMA

@@ -20,8 +20,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cotgen.generate import store
 from cotgen.engines.backend import request_seed
+from cotgen.generate import store
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("data_dir")]  # conftest fails clearly without it

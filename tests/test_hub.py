@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from hub_stub import serve
 
 CODE = """

@@ -27,9 +27,9 @@ def _logits(model, ids):
 def _flax_layout(root, spec, loaded):
     """/kaggle/input/gemma-2/flax/tiny-gemma2/1/{tiny-gemma2/, tokenizer.model}, the checkpoint in the upstream
     layout written by cotgen's orbax export."""
+    from cotgen.models.lora import flat_params
     from cotgen.models.tiny import tokenizer_path
     from cotgen.train.export import save_upstream
-    from cotgen.train.lora import flat_params
 
     version = root / SPECS[spec] / "flax" / spec / "1"
     version.mkdir(parents=True)

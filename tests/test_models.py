@@ -163,8 +163,7 @@ def test_prepare_twice_at_once_converts_once(tmp_path):
 def test_cotgen_outputs_resolve_as_models_and_count_as_chat_students(tmp_path):
     """Export folders and train/rl/distill run folders are model specs (and trained students prompt in chat);
     other cotgen outputs are refused by name."""
-    from cotgen.generate.config import is_base_model
-    from cotgen.models import resolve
+    from cotgen.models import is_base_model, resolve
 
     orbax = tmp_path / "orbax"
     orbax.mkdir()

@@ -124,9 +124,8 @@ def test_gemma2_config_from_hf_matches_tunix_preset(tmp_path):
 def test_tiny_gemma2_loads_samples_and_takes_lora_on_every_projection(tiny2):
     from flax import nnx
 
-    from cotgen.models import family
+    from cotgen.models import family, lora
     from cotgen.models.check import greedy
-    from cotgen.train import lora
     from cotgen.train.config import DEFAULT_LORA_MODULES
 
     assert type(tiny2.model).__name__ == "Gemma" and tiny2.family == "gemma2" == family(tiny2)
@@ -144,9 +143,9 @@ def test_tiny_gemma2_loads_samples_and_takes_lora_on_every_projection(tiny2):
 
 
 def test_lora_sft_trains_the_adapters(lora_run):
-    from cotgen.train.lora import flat_params, merged_params
+    from cotgen.models.lora import flat_params, merged_params
+    from cotgen.runs import model_from_run
     from cotgen.train.metrics import read
-    from cotgen.train.sft import model_from_run
 
     losses = [r["loss"] for r in read(lora_run["cfg"].out / "metrics.jsonl") if "loss" in r]
     assert losses and all(np.isfinite(losses))
@@ -161,9 +160,9 @@ def test_lora_sft_trains_the_adapters(lora_run):
 def test_export_both_formats_round_trip_and_transformers_agrees(lora_run, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from cotgen.models.load import load
-    from cotgen.train.export import export, load_export
-    from cotgen.train.sft import model_from_run
+    from cotgen.models.load import load, load_export
+    from cotgen.runs import model_from_run
+    from cotgen.train.export import export
 
     run_dir = lora_run["cfg"].out
     model, loaded, _, _ = model_from_run(run_dir)
@@ -258,7 +257,7 @@ def test_logit_distillation_across_families_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------------- vLLM
 VLLM_SCRIPT = """
 import json, sys
-from cotgen.generate.vllm_backend import cpu_engine_args, set_environment
+from cotgen.engines.vllm_backend import cpu_engine_args, set_environment
 set_environment()
 from vllm import LLM, SamplingParams
 llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=256, enforce_eager=True, seed=0, **cpu_engine_args(256))

@@ -140,7 +140,8 @@ def _eval_samples(folder: Path, model: str, n: int = 40) -> None:
         ok = (i % 10) < rate * 10
         answer = "1" if ok else "2"
         rows.append({"problem_id": f"p{i:03d}", "pass": "greedy", "sample_idx": 0, "source": "s", "split": "test",
-                     "metadata": "{}", "gold": "1", "completion": f"<reasoning>r</reasoning>\n<answer>{answer}</answer>",
+                     "metadata": "{}", "gold": "1",
+                     "completion": f"<reasoning>r</reasoning>\n<answer>{answer}</answer>",
                      "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 7, "temperature": 0.0,
                      "seed": 0, "error": None, "extracted": answer, "method": "answer_tag", "vote": answer,
                      "correct": ok, "status": "correct" if ok else "wrong", "path": "numeric", "format_ok": True})
@@ -241,7 +242,8 @@ def test_a_failed_stage_resumes(tmp_path, fake):
     assert actions["generate"] == actions["filter"] == "skipped" and actions["train"] == "resumed"
     resumed = [v for c, v in fake.calls if c == "train"][-1]
     assert resumed["resume"] is True
-    assert json.loads((out / "recipe" / "train.json").read_text())["config"]["resume"] is False  # the recipe, not the flag
+    # the recipe's value, not the flag's
+    assert json.loads((out / "recipe" / "train.json").read_text())["config"]["resume"] is False
 
 
 def test_a_folder_made_elsewhere_is_refused(tmp_path, fake):

@@ -15,7 +15,8 @@ goal_points = 10
 
 [problems]
 task = "basic_arithmetic"
-config = { min_terms = 2, max_terms = 2, min_digits = 1, max_digits = 1, operators = ["+"], allow_parentheses = false, allow_negation = false }
+config = { min_terms = 2, max_terms = 2, min_digits = 1, max_digits = 1, operators = ["+"], \
+allow_parentheses = false, allow_negation = false }
 train = 24
 test = 16
 

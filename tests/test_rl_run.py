@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from cotgen.errors import CotgenError
+from cotgen.runs import read_run_config
 from cotgen.train import rewards
-from cotgen.train.rl import read_run_config, run, step_seed
+from cotgen.train.rl import run, step_seed
 from cotgen.train.rl_config import RLConfig
 
 TINY = dict(model="tiny", source="rg:basic_arithmetic", limit=40, num_generations=2, batch_size=2,
@@ -84,7 +85,7 @@ def test_grpo_on_tiny_trains_checkpoints_and_resumes(tmp_path, varied_format):
     assert state["data"]["held_out"] == 2 and state["prompt_style"] == "plain"
     assert state["prompt_tokens"] % 64 == 0  # the longest prompt, rounded up (prompt_budget)
 
-    from cotgen.train.rl import model_from_run  # what export needs: the trained adapters back from disk
+    from cotgen.runs import model_from_run  # what export needs: the trained adapters back from disk
 
     model, _, cfg, step = model_from_run(out)
     assert step == 2 and cfg.lora_rank == 16
@@ -130,14 +131,31 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused_before_loading(tmp_p
 
 
 @pytest.mark.slow
-def test_grpo_lora_on_gemma_3_270m(tmp_path):
-    """Two GRPO steps of the real 270M (LoRA rank 8) on reasoning-gym arithmetic: rewards, KL, held-out
-    accuracy, checkpoints and the step-time split are all written."""
+def test_grpo_lora_on_gemma_3_270m(tmp_path, monkeypatch):
+    """Two GRPO steps of the real 270M (LoRA rank 8) on reasoning-gym arithmetic with the strict reward the
+    CLI defaults to (the answer read from <answer>...</answer> only, by the real verifier): rewards, KL,
+    held-out accuracy, checkpoints and the step-time split are all written."""
+    scored = []
+    real = rewards.correctness
+
+    def recorded(completions, golds, *, strict=True, verifier=None):  # the real reward, its calls kept
+        got = real(completions, golds, strict=strict, verifier=verifier)
+        scored.append((list(completions), strict, got))
+        return got
+
+    monkeypatch.setattr(rewards, "correctness", recorded)
     out = tmp_path / "rl"
-    state = run(RLConfig(model="gemma-3-270m", source="rg:basic_arithmetic", limit=64, out=out, steps=2,
-                         num_generations=2, batch_size=2, max_tokens=32, max_prompt_tokens=128, lora_rank=8,
-                         eval_size=4, eval_every=2, save_every=1, strict_answer=False))
+    cfg = RLConfig(model="gemma-3-270m", source="rg:basic_arithmetic", limit=64, out=out, steps=2,
+                   num_generations=2, batch_size=2, max_tokens=32, max_prompt_tokens=128, lora_rank=8,
+                   eval_size=4, eval_every=2, save_every=1)
+    assert cfg.strict_answer
+    state = run(cfg)
     assert state["final_step"] == 2 and state["prompt_style"] == "plain"
+    assert len(scored) >= 4 and all(strict for _, strict, _ in scored)  # 2 rollouts, 2 held-out passes
+    for completions, _, got in scored:  # strict: no <answer> block, no credit, whatever the text says
+        assert all(v == 0.0 for c, v in zip(completions, got) if "<answer>" not in c)
+    logged = {round(float(np.mean(o)), 6) for _, _, o in scored}
+    assert all(round(r["reward/correctness"], 6) in logged for r in rows(out, "train"))
     assert (out / "checkpoints/actor/2").is_dir() and (out / "rewards.png").is_file()
     train = rows(out, "train")
     assert [r["step"] for r in train] == [1, 2]
@@ -151,9 +169,9 @@ def test_a_train_run_folder_is_a_policy_with_its_lora_merged(tmp_path):
     import jax.numpy as jnp
 
     from cotgen.prompts import student_prompt, student_target
+    from cotgen.runs import model_from_run
     from cotgen.train.config import TrainConfig
     from cotgen.train.rl import load_policy, prompt_style
-    from cotgen.train.sft import model_from_run
     from cotgen.train.sft import run as sft_run
 
     data = tmp_path / "sft.jsonl"

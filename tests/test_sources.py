@@ -13,11 +13,12 @@ import polars as pl
 import pytest
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.verify.extract import last_boxed
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 from cotgen.sources import load_problems, parse_columns, problem_id
+from cotgen.verify.extract import last_boxed
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.usefixtures("data_dir")  # conftest fails clearly without ../shared/data
 
 
 def load(spec: str, split: str = "train", **kw) -> pl.DataFrame:
@@ -42,6 +43,7 @@ def write_lines(path: Path, *lines: str) -> Path:
         ("math500", "test", 500),
     ],
 )
+@needs_data
 def test_row_counts_schema_and_unique_ids(spec, split, rows):
     df = load(spec, split)
     assert df.height == rows
@@ -51,6 +53,7 @@ def test_row_counts_schema_and_unique_ids(spec, split, rows):
     assert df["answer"].str.strip_chars().str.len_chars().min() > 0
 
 
+@needs_data
 def test_gsm8k_gold_and_solution():
     df = load("gsm8k")
     first = df.row(0, named=True)
@@ -62,6 +65,7 @@ def test_gsm8k_gold_and_solution():
     assert load("gsm8k", "test")["answer"][0] == "18"
 
 
+@needs_data
 def test_math_gold_and_metadata(caplog):
     with caplog.at_level(logging.WARNING, logger="cotgen.sources"):
         train = load("math")
@@ -75,6 +79,7 @@ def test_math_gold_and_metadata(caplog):
     assert load("math", "test")["answer"][14] == "7,9,12,13"  # two boxes: the last one
 
 
+@needs_data
 def test_math500_answer_field_and_metadata():
     df = load("math500", "test")
     first = df.row(0, named=True)
@@ -84,6 +89,7 @@ def test_math500_answer_field_and_metadata():
     assert [last_boxed(s) for s in df["solution"]] == df["answer"].to_list()
 
 
+@needs_data
 def test_ids_are_stable_hashes_and_limit_keeps_file_order():
     df = load("gsm8k", limit=5)
     question = df["question"][0]
@@ -93,6 +99,7 @@ def test_ids_are_stable_hashes_and_limit_keeps_file_order():
     assert load("gsm8k", limit=0).height == 0
 
 
+@needs_data
 def test_data_dir_from_environment(monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(DATA))
     assert load_problems("math500", "test", limit=3).height == 3
@@ -226,6 +233,21 @@ def test_builtin_layout_errors(tmp_path):
     assert load_problems("gsm8k", data_dir=tmp_path, limit=1)["answer"].to_list() == ["1000"]
     with pytest.raises(InputError, match=re.escape(str(tmp_path / "math" / "test.jsonl"))):
         load_problems("math", "test", data_dir=tmp_path)
+
+
+def test_repeated_questions_and_bad_bytes_name_the_lines(tmp_path):
+    (tmp_path / "gsm8k").mkdir()
+    write_lines(tmp_path / "gsm8k" / "test.jsonl", *(json.dumps({"question": q, "answer": "x\n#### 1"})
+                                                     for q in ("a", "b", "a")))
+    with pytest.raises(InputError, match=r"gsm8k/test\.jsonl:3: field 'question': repeats the question of "
+                                         r"line 1") as err:
+        load_problems("gsm8k", "test", data_dir=tmp_path)
+    assert (err.value.line, err.value.field) == (3, "question")
+    assert load_problems("gsm8k", "test", data_dir=tmp_path, limit=2).height == 2  # within the limit: unique
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"question": "a", "answer": "1"}\n\n{"question": "\xff", "answer": "1"}\n')
+    with pytest.raises(InputError, match=r"rows\.jsonl:3: not UTF-8 text: byte 0xff at column 15"):
+        load_problems(str(path))
 
 
 def test_unknown_source_split_and_mapping_misuse():

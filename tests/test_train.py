@@ -228,8 +228,8 @@ def test_config_validation():
 # -------------------------------------------------------------------------------------------------- training
 def test_full_training_loss_falls_params_change_and_metrics_are_written(full_run):
     from cotgen.models.load import load
-    from cotgen.train.lora import flat_params
-    from cotgen.train.sft import model_from_run
+    from cotgen.models.lora import flat_params
+    from cotgen.runs import model_from_run
 
     cfg, state = full_run["cfg"], full_run["state"]
     rows = metrics_read(cfg.out / "metrics.jsonl")
@@ -274,8 +274,8 @@ def test_lora_trains_only_the_adapters_and_evaluates(lora_run):
     from flax import nnx
 
     from cotgen.models.load import load
-    from cotgen.train.lora import flat_params
-    from cotgen.train.sft import model_from_run
+    from cotgen.models.lora import flat_params
+    from cotgen.runs import model_from_run
 
     cfg, state = lora_run["cfg"], lora_run["state"]
     model, _, _, step = model_from_run(cfg.out)
@@ -297,7 +297,7 @@ def test_lora_trains_only_the_adapters_and_evaluates(lora_run):
 def test_qlora_through_the_cli(datasets, tmp_path):
     from flax import nnx
 
-    from cotgen.train.sft import model_from_run
+    from cotgen.runs import model_from_run
 
     out = tmp_path / "qlora"
     res = CliRunner().invoke(main, ["train", "--model", "tiny", "--data", str(datasets["jsonl"]),
@@ -315,27 +315,54 @@ def test_qlora_through_the_cli(datasets, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- resume
 def test_resume_after_a_kill_ends_at_the_same_weights(full_run, datasets, tmp_path):
-    from cotgen.train.lora import flat_params
-    from cotgen.train.sft import model_from_run, run
+    from cotgen.models.lora import flat_params
+    from cotgen.runs import model_from_run
+    from cotgen.train.sft import run
 
     out = tmp_path / "killed"
     cfg = _full_cfg(datasets, out)
+    # The kill lands while orbax writes step 6's checkpoint in the background: its save call has returned, its
+    # files sit in a temporary folder, and the commit (the rename to checkpoints/6) is held back, so the kill
+    # always falls inside the asynchronous write.
     script = textwrap.dedent(f"""
-        import os, signal
+        import asyncio, os, signal
+        from orbax.checkpoint._src.path import atomicity
         from cotgen.train.config import TrainConfig
         from cotgen.train.sft import run
 
-        def kill(trainer, step):
-            if step == 5:  # the checkpoint of step 4 is on disk; step 6 may be under way
-                trainer.checkpoint_manager._checkpoint_manager.wait_until_finished()
-                os.kill(os.getpid(), signal.SIGKILL)
+        commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+        async def held_commit(self):
+            if self._final_path.name == "6":
+                await asyncio.sleep(600)
+            return await commit(self)
+
+        atomicity.AtomicRenameTemporaryPath.finalize = held_commit
+
+        def kill_in_save(trainer, step):
+            if step != 1:
+                return
+            manager = trainer.checkpoint_manager._checkpoint_manager
+            save = manager.save
+
+            def save_then_kill(step, *args, **kwargs):
+                started = save(step, *args, **kwargs)
+                if step == 6:
+                    print("saving", started, manager.is_saving_in_progress(), flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return started
+
+            manager.save = save_then_kill
 
         run(TrainConfig(model="tiny", data={str(cfg.data)!r}, out={str(out)!r}, steps={STEPS}, batch_size=2,
-                        max_len=256, lr=3e-3, save_every=2, log_every=4), callbacks=[kill])
+                        max_len=256, lr=3e-3, save_every=2, log_every=4), callbacks=[kill_in_save])
     """)
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == 4
+    assert "saving True True" in killed.stdout, killed.stdout  # killed with step 6's write in flight
+    folders = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert max(int(f) for f in folders if f.isdigit()) == 4, folders  # complete checkpoints: up to 4
+    assert any(f.startswith("6.") for f in folders), folders  # step 6's unfinished write
 
     with pytest.raises(CotgenError, match="already holds a training run; pass --resume"):
         run(cfg)
@@ -381,9 +408,8 @@ def test_model_whose_vocabulary_does_not_match_its_tokenizer(full_run, datasets,
 
 # ---------------------------------------------------------------------------------------------------- export
 def test_export_lora_merged_round_trips_in_both_formats(lora_run, tmp_path):
-    from cotgen.models.load import load
-    from cotgen.train.export import load_export
-    from cotgen.train.sft import model_from_run
+    from cotgen.models.load import load, load_export
+    from cotgen.runs import model_from_run
 
     run_dir = lora_run["cfg"].out
     model, loaded, _, _ = model_from_run(run_dir)
@@ -418,8 +444,8 @@ def test_export_lora_merged_round_trips_in_both_formats(lora_run, tmp_path):
 def test_full_weight_export_loads_in_transformers_with_the_same_logits(full_run, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    from cotgen.runs import model_from_run
     from cotgen.train.export import export
-    from cotgen.train.sft import model_from_run
 
     out = tmp_path / "hf"
     export(full_run["cfg"].out, "safetensors", out)

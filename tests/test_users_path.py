@@ -3,7 +3,6 @@ and Gemma 2 recipes' dry-runs, `--smoke` rewriting, progress where someone watch
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -343,7 +343,10 @@ def table(results: list[dict]) -> str:
     rows.append(["(seconds)", *[f"{r['seconds']:.0f}" for r in results]])
     rows.append(["(status)", *["ok" if r["ok"] else ("TIMEOUT" if r["timed_out"] else "FAIL") for r in results]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+
+    def fmt(row):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+
     lines = [fmt(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows[1:])]
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ import click
 from cotgen.config import defaults_from, flag
 from cotgen.train.cli import training_options
 
-
 config_opt = flag("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                   help="TOML file of option values (flags given on the command line override it).")
 

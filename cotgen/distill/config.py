@@ -1,7 +1,7 @@
 """`cotgen distill` configuration: `LogitsConfig` (the teacher's stored top-k) and `DistillConfig` (training).
 
 `DistillConfig` extends `cotgen.train.config.TrainConfig`, so every SFT knob (LoRA, schedule, packing,
-checkpoints, mesh) means the same thing here and `cotgen.train.sft`'s pieces (`build_model`, `schedule`,
+checkpoints, mesh) means the same thing here and `cotgen.train.sft`'s pieces (`schedule`, `fit`,
 `optimizer`) take it unchanged; `model` is the student. Light module (stdlib and cotgen only).
 """
 

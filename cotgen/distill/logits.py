@@ -9,7 +9,7 @@ Checklist:
 3. Producers, one format (`cotgen.distill.store`):
    - `vllm`: one offline engine; each example is a token-id prompt with `SamplingParams(prompt_logprobs=k,
      max_tokens=1)` (raw logits' log-softmax; `max_logprobs` raised to k; on CPU no chunked prefill, see
-     `cotgen.generate.vllm_backend.cpu_engine_args`). `--batch-tokens` bounds the prompt tokens per engine
+     `cotgen.engines.vllm_backend.cpu_engine_args`). `--batch-tokens` bounds the prompt tokens per engine
      step, because vLLM materialises a (tokens, vocab) float32 array for them (8 GiB at 8,192 tokens).
    - `tunix`: the teacher's JAX forward pass over packed rows; the final hidden states are projected onto
      the vocabulary `CHUNK` positions at a time inside the jitted function (logsumexp and `lax.top_k`), so no
@@ -34,7 +34,7 @@ from cotgen.distill import store
 from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig
 from cotgen.distill.vocab import logits_vocab, tokenizer_hash
 from cotgen.errors import CotgenError
-from cotgen.io import write_text
+from cotgen.io import check_writable, write_text
 from cotgen.models import known_family
 from cotgen.models.tokenizer import END_OF_TURN
 from cotgen.train import data
@@ -58,6 +58,7 @@ def check_out(cfg: LogitsConfig, fingerprint: str) -> bool:
     """True when `--out` already holds these logits, finished; CotgenError when it holds anything else."""
     out = cfg.out
     if not out.exists():
+        check_writable(out)  # now, not after the teacher has loaded
         return False
     if not out.is_dir():
         raise CotgenError(f"--out {out} is a file")
@@ -164,7 +165,7 @@ class VllmProducer:
     name = "vllm"
 
     def __init__(self, cfg: LogitsConfig):
-        from cotgen.generate import vllm_backend
+        from cotgen.engines import vllm_backend
 
         vllm_backend.set_environment()
         folder = vllm_backend.model_folder(cfg.teacher)

@@ -5,7 +5,7 @@ The checklist, in order:
 1. Cheap checks before any compute: the data's schema; the output folder (`--resume` needs the same config and
    data); offline, the logits folder's manifest: same data fingerprint, same tokenizer, a shared vocabulary.
 2. Devices and mesh as in `cotgen.train.sft` (`make_mesh`).
-3. The student through `cotgen.models.load` and `sft.build_model` (full weights, LoRA or QLoRA); online, the
+3. The student through `cotgen.models.load` and `cotgen.models.lora` (full weights, LoRA or QLoRA); online, the
    teacher too; then the vocabulary guard (`cotgen.distill.vocab`): one tokenizer, and logits cut to the
    shared vocabulary (HF Gemma 3 4B+ carry 262,208 rows, the 1B and 270M 262,144).
 4. Data exactly as SFT: `cotgen.train.data` tokenizes, plans (shuffled, packed) and batches; offline, each
@@ -23,19 +23,17 @@ The checklist, in order:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cotgen import __version__
+from cotgen import __version__, runs
 from cotgen.config import write_resolved
 from cotgen.distill import store
 from cotgen.distill.config import DistillConfig
 from cotgen.errors import CotgenError
-from cotgen.io import write_text
 from cotgen.models.tokenizer import END_OF_TURN
 from cotgen.train import data, sft
 
@@ -44,16 +42,6 @@ COMMAND = "distill"
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def read_run_config(run_dir: Path) -> DistillConfig:
-    return sft.read_run_config(run_dir, DistillConfig, COMMAND)
-
-
-def check_out(cfg: DistillConfig, fingerprint: str) -> None:
-    """`cotgen.train.sft.check_out` for distill runs: refuse a folder holding something else; --resume needs
-    the same config and data."""
-    sft.check_out(cfg, fingerprint, command=COMMAND)
-
-
 def check_logits(cfg: DistillConfig, train_fingerprint: str) -> dict:
     """The logits folder's manifest, refused when it was made for other data or another --max-len."""
     manifest = store.read_manifest(cfg.logits)
@@ -65,10 +53,6 @@ def check_logits(cfg: DistillConfig, train_fingerprint: str) -> dict:
         raise CotgenError(f"--max-len {cfg.max_len} exceeds the --max-len {manifest['max_len']} the logits "
                           f"in {cfg.logits} were made with; use at most {manifest['max_len']}")
     return manifest
-
-
-def _write_state(out: Path, state: dict) -> None:
-    write_text(out / "run.json", json.dumps(state, indent=2) + "\n")
 
 
 def check_tokens(tok: data.Tokenized, topk: store.TopK, logits_dir: Path) -> None:
@@ -119,12 +103,12 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
 
     primary = jax.process_index() == 0
     if primary:
-        check_out(cfg, fingerprint)
+        runs.check_out(cfg, fingerprint, COMMAND)
     resuming = (cfg.out / "config.toml").is_file()
 
     from cotgen.distill import trainer as kd
     from cotgen.distill.vocab import same_family, shared_vocab, tokenizer_hash
-    from cotgen.models import known_family
+    from cotgen.models import known_family, lora
     from cotgen.models.load import load
     from cotgen.train import metrics
 
@@ -183,9 +167,9 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
         "alpha": cfg.alpha, "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
     }
     if primary:
-        _write_state(cfg.out, state)
+        runs.write_state(cfg.out, state)
 
-    student = sft.build_model(cfg, loaded, mesh)
+    student = lora.adapt(loaded.model, cfg, mesh=mesh)
     strategy_cls = kd.MaskedLogitStrategy if teacher is not None else kd.TopKStrategy
     strategy = strategy_cls(vocab, cfg.temperature, cfg.alpha)
     from tunix.distillation import distillation_trainer
@@ -209,11 +193,5 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
         checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)),
     )
     if primary:
-        _write_state(cfg.out, state)
+        runs.write_state(cfg.out, state)
     return state
-
-
-def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
-    """(student model, LoadedModel of its base, DistillConfig, step) from a distill run's checkpoint (the
-    latest by default); the signature of `cotgen.train.sft.model_from_run`, for `cotgen export`."""
-    return sft.model_from_run(run_dir, step, quantize=quantize, mesh=mesh, cls=DistillConfig, command=COMMAND)

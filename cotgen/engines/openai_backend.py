@@ -30,9 +30,9 @@ import os
 import random
 
 from cotgen import prompts
-from cotgen.errors import CotgenError
 from cotgen.engines.backend import Request, Sample, Sampling, error_samples
 from cotgen.engines.config import EngineConfig
+from cotgen.errors import CotgenError
 
 log = logging.getLogger(__name__)
 

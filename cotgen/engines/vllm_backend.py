@@ -25,9 +25,9 @@ import logging
 import os
 import time
 
-from cotgen.errors import CotgenError
 from cotgen.engines.backend import Request, Sample, Sampling, runs
 from cotgen.engines.config import EngineConfig
+from cotgen.errors import CotgenError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from cotgen.config import defaults_from, flag
-from cotgen.errors import CotgenError
 from cotgen.engines.options import engine_options
+from cotgen.errors import CotgenError
 
 
 @defaults_from("cotgen.eval.config:EvalConfig")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from cotgen.errors import CotgenError
 from cotgen.engines.config import EngineConfig
+from cotgen.errors import CotgenError
 
 PROMPT_STYLES = ("chat", "few_shot")
 

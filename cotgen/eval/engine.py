@@ -18,9 +18,9 @@ import dataclasses
 import logging
 import time
 
+from cotgen.engines.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed, sampling_for
 from cotgen.errors import CotgenError
 from cotgen.eval.config import EvalConfig
-from cotgen.engines.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed, sampling_for
 
 log = logging.getLogger(__name__)
 

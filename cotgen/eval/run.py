@@ -24,10 +24,10 @@ import polars as pl
 
 from cotgen import __version__, prompts
 from cotgen.config import write_resolved
-from cotgen.io import check_writable, sha256_file
 from cotgen.errors import CotgenError
 from cotgen.eval import engine, metrics, records, report
 from cotgen.eval.config import EvalConfig, resolved
+from cotgen.io import check_writable, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import polars as pl
 
 from cotgen import __version__, prompts
 from cotgen.config import to_dict
-from cotgen.errors import CotgenError
 from cotgen.engines.backend import Request, Sample, Sampling, default_batch, open_backend, request_seed, sampling_for
+from cotgen.errors import CotgenError
 from cotgen.generate.config import GenerateConfig, parse_shard, resolved, shard_tag
 from cotgen.generate.store import Output
 from cotgen.schemas import TRACE_SCHEMA

@@ -12,7 +12,8 @@ Specs:
                        "transformers" variants), a Kaggle "flax" variant (the version folder holding
                        `tokenizer.model` and a checkpoint folder such as `gemma2-2b-it/`, or that checkpoint
                        folder: its name gives the preset), a folder `cotgen export` wrote (either format), or a
-                       `cotgen train | rl | distill` run folder (its latest checkpoint, LoRA adapters merged).
+                       train, rl or distill run folder (its latest checkpoint, LoRA adapters merged:
+                       `cotgen.models.checkpoint`).
 
 This module only parses specs (and `family(spec_or_config)` says "gemma2" or "gemma3" without loading
 weights); `cotgen.models.load` imports JAX and Tunix.
@@ -33,7 +34,7 @@ TINY_SPECS = {"tiny": None, "tiny-gemma2": "tiny_gemma2"}  # spec name -> ModelS
 # files that mark an orbax checkpoint folder (ocdbt: _METADATA + manifest.ocdbt; older: checkpoint)
 ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA", "checkpoint")
 RUN_COMMANDS = ("train", "rl", "distill")  # run folders that hold a model (ModelSource.preset names which)
-EXPORT_MANIFEST = "cotgen-model.json"  # written by `cotgen export` (cotgen.train.export.MANIFEST)
+EXPORT_MANIFEST = "cotgen-model.json"  # written by `cotgen export`, read by `cotgen.models.load.load_export`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ModelSource:
     """Where a model's weights and tokenizer come from."""
 
     spec: str
-    kind: str  # "hf" | "orbax" | "tiny" | "export" (a cotgen orbax export) | "run" (a cotgen training run)
+    kind: str  # "hf" | "orbax" | "tiny" | "export" (a cotgen orbax export) | "run" (a train, rl or distill run)
     path: Path | None = None
     preset: str | None = None  # orbax: the Tunix preset; run: the command; tiny: None (Gemma 3) or "tiny_gemma2"
     seed: int = 0
@@ -169,6 +170,26 @@ def source_family(source: ModelSource) -> str:
         raise CotgenError(f"{source.path}: no config.json, so its model family is unknown")
     hf = json.loads(config.read_text(encoding="utf-8"))
     return families.from_model_type(hf.get("model_type"), str(config)).name
+
+
+def is_base_model(teacher: str) -> bool:
+    """A base (not instruction-tuned) Gemma: the embedded 270M, the tiny test model, or a local folder whose
+    tokenizer has no chat template. Anything else counts as a chat model: hub names, server model names, and
+    cotgen's trained students (`cotgen export` folders, `cotgen train | rl | distill` runs), which learned the
+    student's chat turn."""
+    import json
+
+    if teacher == EMBEDDED or teacher == "tiny" or teacher.startswith("tiny:"):
+        return True
+    folder = Path(teacher)
+    if (folder / EXPORT_MANIFEST).is_file() or run_command(folder) in RUN_COMMANDS:
+        return False
+    if (folder / "config.json").is_file():
+        if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+            return False
+        tok = folder / "tokenizer_config.json"
+        return not (tok.is_file() and "chat_template" in json.loads(tok.read_text(encoding="utf-8")))
+    return False
 
 
 def _hub_cache_family(repo: str) -> families.Family | None:

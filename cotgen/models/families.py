@@ -4,7 +4,7 @@ Gemma 2 and Gemma 3 differ in their Tunix classes (`tunix.models.gemma` vs `tuni
 architectures and their tokenizers: Gemma 2's has 256,000 pieces (`<start_of_turn>` 106, `<end_of_turn>` 107;
 Kaggle's flax checkpoints pad the embedding to 256,128 rows), Gemma 3's 262,144 (105, 106). Both use pad 0,
 eos 1, bos 2. The Tunix side of each family (configs, loaders, the output head) is in `cotgen.models.load`;
-the export mappings in `cotgen.train.export`.
+the Hugging Face names in `cotgen.models.hf`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ loaders, and the output head over hidden states. Gemma 2 follows Tunix's own pat
 Kaggle flax layout `params.load_and_format_params` + the linen-variable mapping `Gemma.from_params` uses (called
 with cotgen's config, so tiny and HF-derived configs work too). Tunix's Gemma 2 has no `param_dtype`: its loaders
 cast to the requested dtype instead.
+
+cotgen's own outputs: `cotgen export` folders load here (`load_export`), run folders through
+`cotgen.models.checkpoint` (the base model with the run's checkpoint restored and its adapters merged).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cotgen.errors import CotgenError
-from cotgen.models import ModelSource, families, resolve, source_family
+from cotgen.models import EXPORT_MANIFEST, ModelSource, families, family, resolve, source_family
 from cotgen.models.tokenizer import END_OF_TURN, Tokenizer
 
 GEMMA3_TYPES = families.FAMILIES["gemma3"].hf_model_types
@@ -47,12 +50,12 @@ def load(spec: str | ModelSource, *, dtype: str = "float32", mesh=None) -> Loade
         return _load_tiny(source, jdtype, mesh)
     if source.kind == "orbax":
         return _load_orbax(source, jdtype, mesh)
-    if source.kind in ("export", "run"):  # cotgen's own outputs; the exporter knows both layouts
-        from cotgen.train import export
+    if source.kind == "export":
+        return load_export(source.path, dtype=dtype, mesh=mesh)
+    if source.kind == "run":  # a train, rl or distill run folder: latest checkpoint, adapters merged
+        from cotgen.models.checkpoint import load_run
 
-        if source.kind == "export":
-            return export.load_export(source.path, dtype=dtype, mesh=mesh)
-        return export.load_run(source.path, mesh=mesh)
+        return load_run(source.path, mesh=mesh)
     return _load_hf(source, jdtype, mesh)
 
 
@@ -304,3 +307,23 @@ def _load_tiny(source: ModelSource, dtype, mesh) -> LoadedModel:
     model = dummy_model_creator.create_dummy_model(TUNIX[name].model_class(), config, mesh, dtype=dtype,
                                                    random_seed=source.seed)
     return LoadedModel(model, tokenizer, config, source, name)
+
+
+def load_export(folder: str | Path, *, dtype: str = "float32", mesh=None) -> LoadedModel:
+    """Load a `cotgen export` folder (safetensors, or orbax in the family's upstream layout) as a LoadedModel."""
+    import jax.numpy as jnp
+
+    folder = Path(folder)
+    manifest_path = folder / EXPORT_MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"format": "safetensors"}
+    if manifest["format"] == "safetensors":
+        return load(str(folder), dtype=dtype, mesh=mesh)
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    hf = json.loads((folder / "config.json").read_text())
+    name = family(hf)
+    config = tunix_config(hf, folder, jdtype)
+    tokenizer = Tokenizer.from_folder(folder)
+    check_vocabulary(tokenizer, config.num_embed, str(folder), name)
+    path = (folder / manifest.get("checkpoint", "params")).resolve()
+    model = tunix_family(name).from_orbax(path, config, mesh, jdtype)
+    return LoadedModel(model, tokenizer, config, ModelSource(str(folder), "orbax", path), name)

@@ -8,8 +8,8 @@ tensor with `gguf.quants` (numpy), undo llama.cpp's changes and write what trans
 - tokenizer: a SentencePiece `ModelProto` rebuilt from the GGUF vocabulary, undoing three llama.cpp changes:
   user-defined pieces had `▁` replaced by a space; HF special tokens (ids > 3) were marked CONTROL instead of
   USER_DEFINED; `<unk>` lost its UNKNOWN type (and specials were given score -1000 instead of 0).
-  `tokenizer.json` is converted from it by transformers (torch not needed), plus the 30 whitespace-run pieces as added tokens so the
-  fast tokenizer splits long space runs the way SentencePiece does.
+  `tokenizer.json` is converted from it by transformers (torch not needed), plus the 30 whitespace-run pieces as
+  added tokens so the fast tokenizer splits long space runs the way SentencePiece does.
 
 The result is cached under `cache_dir()/gemma-3-270m`, written to a temporary folder and renamed (safe when two
 processes prepare at once; a file lock makes the second wait instead of redoing the work), and verified against

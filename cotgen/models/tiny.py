@@ -107,10 +107,10 @@ def hf_folder(spec: str = "tiny") -> Path:
 
     from safetensors.numpy import save_file
 
+    from cotgen.models.hf import hf_config, to_hf
     from cotgen.models.load import load
+    from cotgen.models.lora import flat_params
     from cotgen.models.prepare import write_hf_tokenizer
-    from cotgen.train.export import hf_config, to_hf
-    from cotgen.train.lora import flat_params
 
     loaded = load(source)
     eot = loaded.tokenizer.piece_to_id("<end_of_turn>")

@@ -352,7 +352,8 @@ def run(plan: Plan, *, echo=print) -> bool:
             fsdp, _ = _mesh(c)
             row = estimate.rl(p, sh or {"params": 0, "num_layers": 0, "embed_dim": 0, "num_embed": 0},
                               steps=c["steps"], batch=c["batch_size"], generations=c["num_generations"],
-                              max_tokens=c["max_tokens"], prompt_tokens=sets.get(s.name + "/prompt_tokens", 256), lora=c["lora_rank"] > 0,
+                              max_tokens=c["max_tokens"], prompt_tokens=sets.get(s.name + "/prompt_tokens", 256),
+                              lora=c["lora_rank"] > 0,
                               fsdp=fsdp, param_bytes=4 if c["dtype"] == "float32" else 2)
         elif s.command == "filter":
             row = {"seconds": 30.0, "assumes": "verifier ~100k traces/s numeric path + start-up (bench_filter)"}

@@ -150,7 +150,7 @@ def plot(phases: list[dict], path: Path, goal_points: float | None = None) -> No
     d = [100 * p["headline"]["diff"] for p in shown]
     lo = [100 * p["headline"]["lo"] for p in shown]
     hi = [100 * p["headline"]["hi"] for p in shown]
-    axes[1].errorbar(list(x), d, yerr=[[di - l for di, l in zip(d, lo)], [h - di for di, h in zip(d, hi)]],
+    axes[1].errorbar(list(x), d, yerr=[[di - low for di, low in zip(d, lo)], [h - di for di, h in zip(d, hi)]],
                      fmt="o", capsize=6, color="#3b75af")
     axes[1].axhline(0, color="black", lw=0.8)
     if goal_points:

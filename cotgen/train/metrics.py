@@ -2,9 +2,11 @@
 
 Tunix's MetricsLogger publishes every scalar through `jax.monitoring`, where JAX also publishes its own
 (`/jax/...` compile and cache events), and in jax 0.10.2 its `close()` leaves the listeners registered. So the
-backends here keep only cotgen's `sft/` events, and `unregister` removes them once training ends.
+backends here keep only the events they are told to (by default cotgen's `sft/` ones; `cotgen rl` keeps the
+actor's), and `unregister` removes them once training ends.
 
-metrics.jsonl holds rows of (mode, step) and scalars, which `read` merges into one row per (mode, step): `loss`, `perplexity`, `grad_norm` (train), and from the step hook
+metrics.jsonl holds rows of (mode, step) and scalars, which `read` merges into one row per (mode, step). For
+`cotgen train` and `distill`: `loss`, `perplexity`, `grad_norm` (train), and from the step hook
 `lr` (the schedule's value at that step), `tokens_per_s` (non-padding tokens / step wall time, the first step
 including compilation), `step_time_s`, `real_tokens` and `loss_tokens`. Tunix's own `learning_rate` is
 dropped: its trainer reads it from the optimiser one step late. Tunix writes a step's loss and grad norm
@@ -20,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from tunix.sft import hooks
+
+from cotgen.io import write_text
 
 PREFIX = "sft"
 DROPPED = ("learning_rate",)
@@ -37,52 +42,54 @@ def _name(event: str) -> tuple[str, str] | None:
 
 
 class JsonlBackend:
-    """Rows of one (mode, step) each, appended to `path` as their step completes."""
+    """The metrics.jsonl writer of `cotgen train`, `distill` and `rl`, and a MetricsLogger backend: rows of one
+    (mode, step) each. Values gather in pending rows, from `add` or from the Tunix events `events` keeps
+    (`log_scalar`; `events(event)` -> (mode, column) or None), and are appended when `flush` is called (at the
+    end of every step) or at `close`; `write` appends a row at once. Partial rows of one step are merged by
+    `read`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, events: Callable[[str], tuple[str, str] | None] = _name):
         self.path = Path(path)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._row: dict | None = None
+        self.events = events
+        self.pending: dict[tuple[str, int], dict] = {}
+        self.path.open("a", encoding="utf-8").close()
 
     def log_scalar(self, event: str, value, **kwargs) -> None:
-        named = _name(event)
-        if named is None:
-            return
-        mode, name = named
-        step = int(kwargs.get("step") or 0)
-        if self._row is not None and (self._row["mode"], self._row["step"]) != (mode, step):
-            self._flush()
-        if self._row is None:
-            self._row = {"step": step, "mode": mode, "time": round(time.time(), 3)}
-        self._row[name] = float(value)
+        named = self.events(event)
+        if named is not None:
+            mode, name = named
+            self.add(mode, int(kwargs.get("step") or 0), {name: float(np.mean(value))})
 
-    def flush(self) -> None:
-        """Write the pending row now (the next scalar of the same step starts a new row; `read` merges)."""
-        self._flush()
+    def add(self, mode: str, step: int, values: dict) -> None:
+        self.pending.setdefault((mode, step), {}).update(values)
 
-    def _flush(self) -> None:
-        if self._row is not None:
-            self._file.write(json.dumps(self._row) + "\n")
-            self._file.flush()
-            self._row = None
+    def write(self, mode: str, step: int, values: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "mode": mode, "time": round(time.time(), 3), **values}) + "\n")
+
+    def flush(self, upto: int | None = None) -> None:
+        """Append the pending rows (of steps <= upto; all when None) in step order, skipping empty ones."""
+        for mode, step in sorted((k for k in self.pending if upto is None or k[1] <= upto), key=lambda k: k[1]):
+            row = self.pending.pop((mode, step))
+            if row:
+                self.write(mode, step, row)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._flush()
-            self._file.close()
+        self.flush()
 
 
 class TensorboardBackend:
-    """metrax's TensorBoard writer, fed only cotgen's events."""
+    """metrax's TensorBoard writer, fed only the events `keep` accepts (by default cotgen's `sft/` ones)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, keep: Callable[[str], bool] = lambda event: _name(event) is not None):
         from metrax import logging as metrax_logging
 
+        self.keep = keep
         self._inner = metrax_logging.TensorboardBackend(log_dir=str(log_dir), flush_every_n_steps=1,
                                                          flush_interval_s=10.0)
 
     def log_scalar(self, event: str, value, **kwargs) -> None:
-        if _name(event) is not None:
+        if self.keep(event):
             self._inner.log_scalar(event, value, **kwargs)
 
     def close(self) -> None:
@@ -100,18 +107,22 @@ def unregister(backends) -> None:
             pass
 
 
-def truncate(path: Path, step: int) -> None:
-    """Keep the train rows up to `step` and the eval rows before it: a run resumed from the checkpoint of
-    `step` redoes the steps after it, and evaluates again at `step` first."""
+def truncate(path: Path, step: int, *, keep_eval_at_step: bool = False) -> list[dict]:
+    """Keep the rows up to `step`, but eval rows at `step` only with `keep_eval_at_step`; return the rows kept. A
+    run resumed from the checkpoint of `step` redoes the steps after it; `cotgen train` evaluates again at
+    `step` first, `cotgen rl` keeps an evaluation of that checkpoint's weights."""
     path = Path(path)
     if not path.is_file():
-        return
-    rows = []
+        return []
+    lines, kept = [], []
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line) if line.strip() else None
-        if row is not None and (row["step"] < step or (row["step"] == step and row["mode"] != "eval")):
-            rows.append(line)
-    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+        if row is not None and (row["step"] < step or (row["step"] == step and
+                                                       (keep_eval_at_step or row["mode"] != "eval"))):
+            lines.append(line)
+            kept.append(row)
+    write_text(path, "".join(r + "\n" for r in lines))
+    return kept
 
 
 class StepHook(hooks.TrainingHooks):

@@ -33,72 +33,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cotgen import __version__
-from cotgen.config import resolve as resolve_config
-from cotgen.config import describe_changes, run_command, write_resolved
+from cotgen import __version__, runs
+from cotgen.config import write_resolved
 from cotgen.errors import CotgenError
-from cotgen.io import write_text
 from cotgen.train import rl_data
 from cotgen.train.rewards import COMPONENTS, Rewards, Weights
-from cotgen.train.rl_config import RLConfig, identity
+from cotgen.train.rl_config import RLConfig
+
+if TYPE_CHECKING:
+    from cotgen.train.metrics import JsonlBackend
 
 log = logging.getLogger("cotgen.rl")
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def read_run_config(run_dir: Path) -> RLConfig:
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise CotgenError(f"{run_dir} holds no cotgen rl run (no config.toml)")
-    return resolve_config(RLConfig, path)
-
-
-def check_out(cfg: RLConfig, fingerprint: str) -> bool:
-    """Refuse an output folder holding something else; allow --resume of the same run on the same problems.
-    True when the folder already holds this run."""
-    out = cfg.out
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise CotgenError(f"--out {out} is a file")
-    if not (out / "config.toml").is_file():
-        if any(out.iterdir()):
-            raise CotgenError(f"--out {out} is not empty and holds no cotgen rl run; choose another folder")
-        return False
-    if run_command(out) != "rl":
-        raise CotgenError(f"--out {out} holds a `cotgen {run_command(out)}` run, not an rl run; "
-                          "choose another folder")
-    if not cfg.resume:
-        raise CotgenError(f"--out {out} already holds an rl run; pass --resume to continue it, or choose "
-                          "another folder")
-    old, new = identity(read_run_config(out)), identity(cfg)
-    shown = describe_changes(old, new)
-    if shown:
-        raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options "
-                          "or another --out")
-    state = _read_state(out)
-    if state.get("data_fingerprint") not in (None, fingerprint):
-        raise CotgenError(f"--resume: the problems differ from those {out} was trained on; use the same "
-                          "source and data or another --out")
-    return True
-
-
-def _read_state(out: Path) -> dict:
-    path = out / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_state(out: Path, state: dict) -> None:
-    write_text(out / "run.json", json.dumps(state, indent=2) + "\n")
-
-
 def fingerprint(data: rl_data.RLData) -> str:
     h = hashlib.sha256()
     for df in (data.train, data.held_out):
@@ -113,7 +68,7 @@ def prompt_style(cfg: RLConfig) -> str:
     (the embedded gemma-3-270m, tiny, HF folders without a chat template)."""
     if cfg.prompt_style:
         return cfg.prompt_style
-    from cotgen.generate.config import is_base_model
+    from cotgen.models import is_base_model
 
     return "plain" if is_base_model(cfg.model) else "chat"
 
@@ -146,11 +101,9 @@ def check_tokenizer(tokenizer, style: str, where: str) -> tuple[int, ...]:
 def build_actor(cfg: RLConfig, loaded, mesh):
     """(actor, reference): LoRA over the loaded model, which stays the reference; or a second full copy."""
     if cfg.lora:
-        from cotgen.train.lora import apply
+        from cotgen.models import lora
 
-        actor = apply(loaded.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules,
-                      seed=cfg.seed, mesh=mesh)
-        return actor, loaded.model
+        return lora.adapt(loaded.model, cfg, mesh=mesh), loaded.model
     reference = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh).model
     return loaded.model, reference
 
@@ -170,72 +123,20 @@ def optimizer(cfg: RLConfig):
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
-class Metrics:
-    """metrics.jsonl: rows of (mode, step), which `read` merges into one per (mode, step). Train rows join
-    cotgen's rollout-side values (rewards, lengths, timings), written when the step ends, with Tunix's actor
-    metrics (loss, kl, entropy, ...), which Tunix logs one step late and are written then. Also the
-    MetricsLogger backend receiving Tunix's events (`log_scalar`)."""
+# metrics.jsonl (`cotgen.train.metrics.JsonlBackend`): train rows join cotgen's rollout-side values (rewards,
+# lengths, timings), written when the step ends, with Tunix's actor metrics (loss, kl, entropy, ...), which Tunix
+# logs one step late and are written then; eval rows are written when the held-out slice is scored.
+ACTOR_METRICS = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl",
+                 "advantage/abs_mean")
 
-    KEEP = ("loss", "kl", "entropy", "pg_clipfrac", "grad_norm", "learning_rate", "ppo_kl",
-            "advantage/abs_mean")
 
-    def __init__(self, path: Path, tensorboard: Path | None = None):
-        self.path = Path(path)
-        self.rows: dict[int, dict] = {}
-        self.evaluated = {r["step"] for r in self.read(self.path) if r["mode"] == "eval"}
-        self._tb = None
-        if tensorboard is not None:
-            from metrax import logging as metrax_logging
-
-            self._tb = metrax_logging.TensorboardBackend(log_dir=str(tensorboard), flush_every_n_steps=1,
-                                                          flush_interval_s=10.0)
-
-    def log_scalar(self, event: str, value, **kwargs) -> None:
-        if event.startswith("/jax/"):
-            return
-        if self._tb is not None:
-            self._tb.log_scalar(event, value, **kwargs)
-        prefix, _, rest = event.partition("/")
-        mode, _, name = rest.partition("/")
-        if prefix == "actor" and mode == "train" and name in self.KEEP:
-            self.rows.setdefault(int(kwargs.get("step") or 0), {})[f"actor/{name}"] = float(np.mean(value))
-
-    def add(self, step: int, values: dict) -> None:
-        self.rows.setdefault(step, {}).update(values)
-
-    def write_eval(self, step: int, values: dict) -> None:
-        self._append({"step": step, "mode": "eval", "time": round(time.time(), 3), **values})
-        self.evaluated.add(step)
-
-    def flush(self, upto: int | None = None) -> None:
-        """Write the pending train values of steps <= upto (all when None)."""
-        for step in sorted(s for s in self.rows if upto is None or s <= upto):
-            row = self.rows.pop(step)
-            if row:
-                self._append({"step": step, "mode": "train", "time": round(time.time(), 3), **row})
-
-    def _append(self, row: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-
-    def truncate(self, step: int) -> None:
-        """Drop rows past `step`: a run resumed from the checkpoint of `step` redoes the steps after it. (Rows
-        at `step`, eval included, describe that checkpoint's weights and stay.)"""
-        rows = [r for r in self.read(self.path) if r["step"] <= step]
-        if self.path.is_file():
-            write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
-        self.evaluated = {r["step"] for r in rows if r["mode"] == "eval"}
-
-    @staticmethod
-    def read(path: Path) -> list[dict]:
-        from cotgen.train.metrics import read
-
-        return read(path)
+def actor_event(event: str) -> tuple[str, str] | None:
+    """"actor/train/kl" -> ("train", "actor/kl") for Tunix's actor metrics in ACTOR_METRICS; None otherwise."""
+    prefix, _, rest = event.partition("/")
+    mode, _, name = rest.partition("/")
+    if prefix == "actor" and mode == "train" and name in ACTOR_METRICS:
+        return "train", f"actor/{name}"
+    return None
 
 
 def plot_rewards(rows: list[dict], out: Path, title: str = "") -> Path | None:
@@ -305,10 +206,11 @@ class _Hooks:
 class Monitor:
     """Per-step bookkeeping: sampling seed, phase timers, held-out evaluation, metrics rows, callbacks."""
 
-    def __init__(self, cfg: RLConfig, cluster, rewards: Rewards, metrics: Metrics, held_out, eval_prompts,
+    def __init__(self, cfg: RLConfig, cluster, rewards: Rewards, metrics: JsonlBackend, held_out, eval_prompts,
                  callbacks=()):
         self.cfg, self.cluster, self.rewards, self.metrics = cfg, cluster, rewards, metrics
         self.held_out, self.eval_prompts, self.callbacks = held_out, eval_prompts, tuple(callbacks)
+        self.evaluated: set[int] = set()  # steps with an eval row in metrics.jsonl
         self.times: dict[str, float] = {}
         self.step = 0
         self._sampled = np.zeros(0, dtype=np.int64)
@@ -319,7 +221,6 @@ class Monitor:
 
     def _timed(self, fn, phase: str, *, train_only: bool = False, after=None):
         import jax
-
         from tunix.rl.rl_cluster import Mode
 
         @functools.wraps(fn)
@@ -354,7 +255,7 @@ class Monitor:
         from tunix.rl.rl_cluster import Mode
 
         self.cluster.get_rollout_config(Mode.TRAIN).seed = seed  # read by every generate call of this step
-        self.metrics.add(self.step, {"seed": seed})
+        self.metrics.add("train", self.step, {"seed": seed})
         self._started = time.perf_counter()
 
     def after_rollout(self, example=None) -> None:
@@ -362,7 +263,7 @@ class Monitor:
         total = self.rewards.weights.total(raw)
         groups = total.reshape(-1, self.cfg.num_generations)
         tokens = self._sampled
-        self.metrics.add(self.step, {
+        self.metrics.add("train", self.step, {
             "reward": float(total.mean()),
             **{f"reward/{c}": float(np.mean(raw[c])) for c in COMPONENTS},
             "groups/zero_advantage_frac": float(np.mean(groups.max(axis=1) - groups.min(axis=1) < 1e-9)),
@@ -377,8 +278,8 @@ class Monitor:
     def _after_update(self, _=None) -> None:
         step_s = time.perf_counter() - self._started
         times = {f"time/{k}_s": round(v, 4) for k, v in self.times.items()}
-        self.metrics.add(self.step, {**times, "time/step_s": round(step_s, 4)})
-        row = dict(self.metrics.rows.get(self.step, {}))
+        self.metrics.add("train", self.step, {**times, "time/step_s": round(step_s, 4)})
+        row = dict(self.metrics.pending.get(("train", self.step), {}))
         # written now, so a kill after this step's checkpoint keeps its row; Tunix's actor metrics of this step
         # arrive during the next one and are written then (read() merges the two parts)
         self.metrics.flush(upto=self.step)
@@ -394,7 +295,7 @@ class Monitor:
 
     def evaluate(self, step: int) -> dict | None:
         """Greedy completions of the held-out slice, scored by the same verifier; one eval row at `step`."""
-        if not self.eval_prompts or step in self.metrics.evaluated:
+        if not self.eval_prompts or step in self.evaluated:
             return None
         from tunix.rl.rl_cluster import Mode
 
@@ -411,7 +312,8 @@ class Monitor:
                   "tokens_mean": float(tokens.mean()), "truncated_frac": float(np.mean(tokens >= limit)),
                   "n": len(texts), "time/eval_s": round(time.perf_counter() - started, 3),
                   "example": texts[0][:300]}
-        self.metrics.write_eval(step, values)
+        self.metrics.write("eval", step, values)
+        self.evaluated.add(step)
         log.info("eval at step %d: accuracy %.3f, format %.3f, %.1f tokens (%d problems, %.1f s)", step,
                  values["accuracy"], values["format_rate"], values["tokens_mean"], len(texts),
                  values["time/eval_s"])
@@ -468,20 +370,19 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     cfg = dataclasses.replace(cfg, prompt_style=style)  # config.toml says which prompt ran
     data = rl_data.load(cfg)
     fp = fingerprint(data)
-    resuming = check_out(cfg, fp)
+    resuming = runs.check_out(cfg, fp, "rl")
 
     import jax
     import orbax.checkpoint as ocp
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.sft import metrics_logger as tunix_metrics
 
-    from cotgen.verify.verifier import Verifier
+    from cotgen.models import family
     from cotgen.prompts import student_prompt
     from cotgen.train import metrics as train_metrics
-    from cotgen.train.sft import make_mesh
-
-    from cotgen.models import family
     from cotgen.train import rollouts
+    from cotgen.train.sft import make_mesh
+    from cotgen.verify.verifier import Verifier
 
     rollouts.check(cfg.rollout, family(cfg.model), jax.default_backend())  # before any weights load
     mesh = make_mesh(cfg.mesh or "fsdp=1,tp=1")
@@ -505,7 +406,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg, cfg.out, "rl")
-    previous = _read_state(cfg.out) if resuming else {}
+    previous = runs.read_state(cfg.out) if resuming else {}
     state = {
         "status": "running", "cotgen_version": __version__, "model": cfg.model, "method": cfg.method,
         "algo": cfg.algo, "prompt_style": style, "stop_ids": list(stops), "prompt_tokens": budget,
@@ -515,10 +416,14 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
         "data_fingerprint": fp, "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
         "runs": previous.get("runs", 0) + 1,
     }
-    _write_state(cfg.out, state)
+    runs.write_state(cfg.out, state)
 
     actor, reference = build_actor(cfg, loaded, mesh)
-    metrics = Metrics(cfg.out / "metrics.jsonl", cfg.out / "tensorboard" if cfg.tensorboard else None)
+    metrics = train_metrics.JsonlBackend(cfg.out / "metrics.jsonl", events=actor_event)
+    backends = [metrics]
+    if cfg.tensorboard:  # every event but JAX's own
+        backends.append(train_metrics.TensorboardBackend(cfg.out / "tensorboard",
+                                                         keep=lambda event: not event.startswith("/jax/")))
     training_config = rl_cluster_lib.RLTrainingConfig(
         actor_optimizer=optimizer(cfg),
         eval_every_n_steps=cfg.steps + 1,  # held-out evaluation is cotgen's (Monitor.evaluate)
@@ -527,7 +432,8 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
         checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=cfg.save_every,
                                                            max_to_keep=cfg.keep_checkpoints),
         metrics_logging_options=tunix_metrics.MetricsLoggerOptions(
-            log_dir=str(cfg.out / "tensorboard"), backend_kwargs={"custom_backend": [lambda: metrics]}),
+            log_dir=str(cfg.out / "tensorboard"),
+            backend_kwargs={"custom_backend": [lambda backend=backend: backend for backend in backends]}),
         pbar_description=f"cotgen rl ({cfg.algo}, {cfg.method})",
     )
     roles = rl_cluster_lib.Role
@@ -549,7 +455,8 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
             learner.monitor = monitor
             monitor.learner = learner
             start = cluster.actor_trainer.train_steps
-            metrics.truncate(start)
+            kept = train_metrics.truncate(metrics.path, start, keep_eval_at_step=True)
+            monitor.evaluated = {r["step"] for r in kept if r["mode"] == "eval"}
             if start:
                 log.info("resuming from the checkpoint at step %d of %d", start, cfg.steps)
             elif resuming:
@@ -564,31 +471,18 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
             metrics.flush()
             monitor.evaluate(done)
     finally:
-        train_metrics.unregister([metrics])
-        metrics.flush()
-        metrics.close()
+        train_metrics.unregister(backends)
+        for backend in backends:  # the JSONL writer flushes its pending rows
+            backend.close()
         verifier.close()
 
-    rows = metrics.read(metrics.path)
+    rows = train_metrics.read(metrics.path)
     plot_rewards(rows, cfg.out / "rewards.png", title=f"{cfg.model} {cfg.algo} ({cfg.method})")
     state.update(status="done", final_step=done, resumed_from=start,
                  wall_s=round(time.perf_counter() - wall, 1),
                  checkpoint=str(cfg.out / "checkpoints" / "actor" / str(done)), **summarize(rows))
-    _write_state(cfg.out, state)
+    runs.write_state(cfg.out, state)
     return state
-
-
-def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None):
-    """(model, LoadedModel of the base, RLConfig, step) restored from an rl run's checkpoint (latest by default),
-    shaped like `cotgen.train.sft.model_from_run`, so export can merge and write it the same way. `quantize` is
-    accepted for that shared signature; rl never quantises its base."""
-    from cotgen.train.sft import checkpoint_root, restore
-
-    cfg = read_run_config(run_dir)
-    root = checkpoint_root(run_dir, "checkpoints/actor")
-    loaded = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh)
-    model = build_actor(cfg, loaded, mesh)[0] if cfg.lora else loaded.model
-    return model, loaded, cfg, restore(model, root, step, lora=cfg.lora)
 
 
 def summarize(rows: list[dict]) -> dict:

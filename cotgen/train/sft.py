@@ -1,13 +1,14 @@
 """`cotgen train`: supervised fine-tuning of a Gemma 3 student with Tunix's PeftTrainer.
 
 The checklist, in order:
-1. Cheap checks before any compute: the data's schema, the output folder (a folder holding another run is
-   refused; `--resume` needs the same config and the same data, by content fingerprint).
+1. Cheap checks before any compute: the data's schema, the output folder (`cotgen.runs.check_out`: a folder
+   holding another run is refused; `--resume` needs the same config and the same data, by content fingerprint).
 2. Devices: `jax.distributed.initialize()` when asked (multi-host TPU slices, SLURM: it reads the topology from
    the environment), then a mesh from `--mesh fsdp=F,tp=T` with Auto axis types (jax 0.10 defaults to Explicit,
    which breaks Gemma's embedding gather). Batches are split over `fsdp`; weights follow Tunix's Gemma 3
    sharding.
-3. The model through `cotgen.models.load` (every spec the resolver knows), LoRA/QLoRA through qwix.
+3. The model through `cotgen.models.load` (every spec the resolver knows), LoRA/QLoRA through qwix
+   (`cotgen.models.lora`).
 4. Tokenize, plan every step's rows (shuffled by seed and epoch, packed), report the real-token share with and
    without packing.
 5. Tunix `PeftTrainer`: AdamW (decay on matrices only) under global-norm clipping, linear warmup then cosine
@@ -27,72 +28,17 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
-from cotgen import __version__
-from cotgen.config import resolve as resolve_config
-from cotgen.config import describe_changes, run_command, write_resolved
+from cotgen import __version__, runs
+from cotgen.config import write_resolved
 from cotgen.errors import CotgenError
-from cotgen.io import write_text
 from cotgen.models.tokenizer import END_OF_TURN
 from cotgen.train import data
-from cotgen.train.config import TrainConfig, identity, parse_mesh
+from cotgen.train.config import TrainConfig, parse_mesh
 
 log = logging.getLogger("cotgen.train")
-
-
-# ---------------------------------------------------------------------------------------------------- checks
-RUNS = {"train": "training run", "distill": "distillation run"}  # commands whose runs these checks serve
-
-
-def read_run_config(run_dir: Path, cls=TrainConfig, command: str = "train"):
-    """The resolved config of a `cotgen train` run (or, with cls and command, of a `cotgen distill` run)."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file() or run_command(run_dir) != command:
-        raise CotgenError(f"{run_dir} holds no cotgen {command} run")
-    return resolve_config(cls, path)
-
-
-def check_out(cfg: TrainConfig, fingerprint: str, *, command: str = "train") -> None:
-    """Refuse an output folder holding something else; allow --resume of the same run on the same data."""
-    out = cfg.out
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise CotgenError(f"--out {out} is a file")
-    if not (out / "config.toml").is_file():
-        if any(out.iterdir()):
-            raise CotgenError(f"--out {out} is not empty and holds no cotgen {command} run; "
-                              "choose another folder")
-        return
-    found = run_command(out) or "?"
-    if found != command:
-        raise CotgenError(f"--out {out} holds the output of `cotgen {found}`; choose another folder")
-    if not cfg.resume:
-        raise CotgenError(f"--out {out} already holds a {RUNS[command]}; pass --resume to continue it, "
-                          "or choose another folder")
-    old = identity(read_run_config(out, type(cfg), command))
-    new = identity(cfg)
-    shown = describe_changes(old, new)
-    if shown:
-        raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); "
-                          "use the same options or another --out")
-    state = _read_state(out)
-    if state.get("data_fingerprint") not in (None, fingerprint):
-        raise CotgenError(f"--resume: the data differs from the data {out} was trained on "
-                          f"({state.get('data_files')}); use the same data or another --out")
-
-
-def _read_state(out: Path) -> dict:
-    path = out / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_state(out: Path, state: dict) -> None:
-    write_text(out / "run.json", json.dumps(state, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
@@ -172,17 +118,6 @@ def model_inputs(batch):
             "positions": batch["positions"], "attention_mask": segment_mask(batch["segments"])}
 
 
-def build_model(cfg: TrainConfig, loaded, mesh=None, *, quantize: bool | None = None):
-    """The trainable model: the loaded base, or the base with (Q)LoRA adapters."""
-    if not cfg.lora:
-        return loaded.model
-    from cotgen.train import lora
-
-    return lora.apply(loaded.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules,
-                      qlora=cfg.qlora if quantize is None else quantize, tile_size=cfg.qlora_tile_size,
-                      seed=cfg.seed, mesh=mesh)
-
-
 # ---------------------------------------------------------------------------------------------------- run
 def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     """Train; return the run summary (also written to OUT/run.json). `callbacks`: extra `fn(trainer, step)`
@@ -197,13 +132,14 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
         jax.distributed.initialize()
     primary = not cfg.distributed or jax.process_index() == 0
     if primary:  # process 0 owns the run folder's bookkeeping (orbax coordinates the checkpoints itself)
-        check_out(cfg, fingerprint)
+        runs.check_out(cfg, fingerprint, "train")
     resuming = (cfg.out / "config.toml").is_file()
 
     import jax
     from flax import nnx
     from tunix.sft import peft_trainer
 
+    from cotgen.models import lora
     from cotgen.models.load import load
     from cotgen.train import metrics
 
@@ -242,9 +178,9 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
         "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh, "processes": process[1],
     }
     if primary:
-        _write_state(cfg.out, state)
+        runs.write_state(cfg.out, state)
 
-    model = build_model(cfg, loaded, mesh)
+    model = lora.adapt(loaded.model, cfg, mesh=mesh)
 
     def make_trainer(optimizer_, training_config):
         trainer = peft_trainer.PeftTrainer(model, optimizer_, training_config)
@@ -266,7 +202,7 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
         sharded_arrays=sharded,
     )
     if primary:
-        _write_state(cfg.out, state)
+        runs.write_state(cfg.out, state)
     return state
 
 
@@ -330,43 +266,3 @@ def fit(cfg: TrainConfig, make_trainer, config_cls, *, plan, tok, pad_id: int, p
         for backend in backends:  # already closed unless training raised
             backend.close()
     return trainer, start
-
-
-def model_from_run(run_dir: Path, step: int | None = None, *, quantize: bool | None = None, mesh=None,
-                   cls=TrainConfig, command: str = "train"):
-    """(model, LoadedModel of the base, config, step) restored from a train (or, with cls and command, distill)
-    run's checkpoint (the latest by default).
-
-    `quantize=False` rebuilds a QLoRA run over an unquantised base (the adapters are the same shapes), which
-    is what merging needs."""
-    from cotgen.models.load import load
-
-    cfg = read_run_config(run_dir, cls, command)
-    root = checkpoint_root(run_dir, "checkpoints")
-    loaded = load(cfg.model, dtype=cfg.dtype, mesh=mesh)
-    model = build_model(cfg, loaded, mesh, quantize=quantize)
-    return model, loaded, cfg, restore(model, root, step, lora=cfg.lora)
-
-
-def checkpoint_root(run_dir: Path, sub: str) -> Path:
-    root = (Path(run_dir) / sub).resolve()
-    if not root.is_dir():
-        raise CotgenError(f"{run_dir} has no {sub}/ folder")
-    return root
-
-
-def restore(model, root: Path, step: int | None, *, lora: bool) -> int:
-    """Restore Tunix checkpoint `step` (the latest when None) under `root` into `model`; the step restored."""
-    from tunix.sft import checkpoint_manager
-
-    manager = checkpoint_manager.CheckpointManager(str(root))
-    try:
-        steps = sorted(manager._checkpoint_manager.all_steps() or [])
-        if step is not None and step not in steps:
-            raise CotgenError(f"{root} has no checkpoint for step {step}; steps: {steps}")
-        restored, _ = manager.maybe_restore(model, None, step, restore_only_lora_params=lora)
-    finally:
-        manager.close()
-    if restored == 0:
-        raise CotgenError(f"{root} holds no checkpoint yet")
-    return restored

@@ -3,7 +3,8 @@
 `apply` wraps the matching projections with qwix's LoraProvider (QLoRA: the same provider with
 `weight_qtype="nf4"`, so the frozen base is stored as 4-bit NormalFloat with one float scale per `tile_size`
 block and the adapters stay in the parameter dtype). B starts at zero, so the wrapped model computes what the
-base computes.
+base computes. `adapt(model, cfg)` applies what a train, distill or rl config asks for (`cotgen.models.checkpoint`
+rebuilds a run's model with it).
 
 `merged_params` returns every weight as `W + (alpha / rank) * delta(A, B)` in the base layout, keyed by
 Tunix's parameter path ("layers.0.attn.q_einsum.w"). The delta is rebuilt from the einsum qwix used at
@@ -21,7 +22,7 @@ import numpy as np
 
 from cotgen.errors import CotgenError
 
-log = logging.getLogger("cotgen.train")
+log = logging.getLogger(__name__)
 
 
 def apply(model, *, rank: int, alpha: float, modules: str, qlora: bool = False, tile_size: int = 64,
@@ -42,6 +43,18 @@ def apply(model, *, rank: int, alpha: float, modules: str, qlora: bool = False, 
 
         lora_model = reshard.reshard_model_to_mesh(lora_model, mesh)
     return lora_model
+
+
+def adapt(model, cfg, *, mesh=None, quantize: bool | None = None):
+    """`model` with the (Q)LoRA adapters config `cfg` asks for (`lora`, `lora_rank`, `lora_alpha`,
+    `lora_modules`, `seed`; SFT-style configs also `qlora`, `qlora_tile_size`), or `model` itself for full
+    weights. `quantize` overrides `cfg.qlora`: False rebuilds a QLoRA run over an unquantised base (the adapters
+    are the same shapes), which is what merging needs."""
+    if not cfg.lora:
+        return model
+    qlora = getattr(cfg, "qlora", False) if quantize is None else quantize  # rl configs have no QLoRA
+    return apply(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules, qlora=qlora,
+                 tile_size=getattr(cfg, "qlora_tile_size", 64), seed=cfg.seed, mesh=mesh)
 
 
 def qlora_tile(config, tile_size: int) -> int:
