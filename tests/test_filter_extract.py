@@ -100,3 +100,18 @@ def test_last_boxed_behaviour_kept():
     assert last_boxed("\\boxed{1} \\boxed{2") is None
     assert last_boxed("\\boxed{\\{a\\}}") == "\\{a\\}"
     assert last_boxed(None) is None
+
+
+def test_last_number_never_raises_on_random_text():
+    """Model text is arbitrary: the fallback's expression walk must stay inside the string (an operator right
+    before the end once indexed past it, found on the 270M's eval completions)."""
+    import random
+
+    from cotgen.verify.extract import last_number
+
+    assert last_number("\\fracfrac8**].!\\(50%- = } =/\\frac_") is not None
+    assert last_number("so 3 +") == "3"
+    pieces = list("0123456789 +-*/=()[]{}\\$.,!^_abcxyz\n\t:%") + ["\\frac", "\\(", "\\)", "$$", " = ", "**"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        last_number("".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))))

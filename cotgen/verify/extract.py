@@ -131,7 +131,7 @@ def _run_right(text: str, i: int) -> int:
         op = _OPERATOR_AHEAD.match(text, j)
         if op is None:
             return i
-        k = j + op.end()
+        k = op.end()  # match() positions are absolute
         while k < n and text[k] in " \t":
             k += 1
         if k == n or text[k] not in _TOKEN:
