@@ -6,7 +6,8 @@ process (one vLLM engine serves both the bare call and cotgen's backend, in alte
 warm-up); tokens/s counts completion tokens over generation time. Start-up is timed separately. Both engines
 run at the same batch and dtype: vLLM gets all `--prompts` x `--n` sequences at once, and the tunix arm
 samples the same number of sequences per call (all prompts in one batch), both in `--dtype`. Mind the tunix
-prefill: it holds [prompts x n, padded prompt, 262,144] logits (8 x 512 in bfloat16 is about 2 GB). With
+prefill: it holds [prompts x n, padded prompt, 262,144] float32 logits (8 x 512 is 4 GiB; the default 32
+sequences need 16 GiB), so the tunix arm is skipped, with the reason in the report, where that would not fit. With
 --compare-eager the script runs itself again with the other engine mode, so eager and compiled start-up and
 throughput sit in one report. Run it alone on the machine (`flock /tmp/cotgen-heavy.lock ...` here):
 
@@ -119,6 +120,18 @@ def bench_vllm(args, eager: bool, tmp: Path) -> dict:
     return result
 
 
+def tunix_prefill_gb(args) -> float:
+    """Tunix's prefill holds [sequences, padded prompt, 262,144] float32 logits (tunix.md pitfall 13); few-shot
+    prompts pad to 512 with 4 exemplars, 1,024 with more."""
+    padded = 512 if args.shots_k <= 4 else 1024
+    return args.prompts * args.n * padded * 262_144 * 4 / 2**30
+
+
+def available_gb() -> float:
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable")) / 2**20
+
+
 def bench_tunix(args, tmp: Path) -> dict:
     cfg = config(args, "tunix", tmp / "tunix", True)
     backend, _, startup, warm = open_warm(cfg, args.prompts)
@@ -155,7 +168,13 @@ def main() -> None:
                    "--bare-only", "--skip-tunix", "--out", str(other)]
             subprocess.run(cmd, check=True)
             report["vllm_other_mode"] = json.loads(other.read_text())["vllm"]
-        if not args.skip_tunix:
+        need, have = tunix_prefill_gb(args), available_gb()
+        if not args.skip_tunix and need > 0.6 * have:  # equal batch or no arm: never a smaller tunix batch
+            report["tunix_skipped"] = (f"the tunix prefill needs about {need:.1f} GiB at {args.prompts * args.n} "
+                                       f"sequences, {have:.1f} GiB available: run with fewer --prompts x --n "
+                                       "(8 sequences: --prompts 4 --n 2)")
+            print(report["tunix_skipped"], file=sys.stderr)
+        elif not args.skip_tunix:
             report["tunix"] = bench_tunix(args, Path(tmp))
             assert report["tunix"]["batch_sequences"] == report["vllm"]["batch_sequences"], report
             assert report["tunix"]["dtype"] == report["vllm"]["dtype"], report
