@@ -122,11 +122,11 @@ def _check(tp: Any, value: Any) -> Any:
                 if len(options) == 1:
                     raise
                 last = err
-        raise _Mismatch(" or ".join(_describe(a) for a in options)) from last
+        raise _Mismatch(_describe(tp)) from last
     if origin is typing.Literal:
         if any(value == a and type(value) is type(a) for a in args):
             return value
-        raise _Mismatch(f"one of {', '.join(map(repr, args))}")
+        raise _Mismatch(_describe(tp))
     if origin is tuple or tp is tuple:
         if not isinstance(value, (list, tuple)):
             raise _Mismatch(_describe(tp))
@@ -249,7 +249,7 @@ def show_defaults(command, cls: type) -> None:
 
 
 def config_class(path: str) -> type:
-    """The class "module:Class" names."""
+    """What "module:name" names (a config class; `cotgen.runs` also names functions this way)."""
     import importlib
 
     module, _, name = path.partition(":")

@@ -12,14 +12,13 @@ uses for run folders given as model specs): no trainer module is imported.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 
-from cotgen.config import describe_changes, run_command
+from cotgen.config import config_class, describe_changes, run_command
 from cotgen.config import resolve as resolve_config
 from cotgen.errors import CotgenError
-from cotgen.io import check_writable, write_text
+from cotgen.io import check_writable, read_json, write_text
 from cotgen.models.checkpoint import CHECKPOINTS
 
 
@@ -48,10 +47,6 @@ RUNS = {
 assert set(RUNS) == set(CHECKPOINTS)
 
 
-def _attr(ref: str):
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
-
 
 # ---------------------------------------------------------------------------------------------------- config
 def read_run_config(run_dir: Path, command: str | None = None):
@@ -61,7 +56,7 @@ def read_run_config(run_dir: Path, command: str | None = None):
     command = command or found
     if not path.is_file() or found != command or command not in RUNS:
         raise CotgenError(f"{run_dir} holds no cotgen {command or ' | '.join(RUNS)} run")
-    return resolve_config(_attr(RUNS[command].config), path)
+    return resolve_config(config_class(RUNS[command].config), path)
 
 
 def check_out(cfg, fingerprint: str, command: str) -> bool:
@@ -84,7 +79,7 @@ def check_out(cfg, fingerprint: str, command: str) -> bool:
     if not cfg.resume:
         raise CotgenError(f"--out {out} already holds {run.noun}; pass --resume to continue it, or choose "
                           "another folder")
-    identity = _attr(run.identity)
+    identity = config_class(run.identity)
     shown = describe_changes(identity(read_run_config(out, command)), identity(cfg))
     if shown:
         raise CotgenError(f"--resume: {out} holds a run with another config ({shown}); use the same options "
@@ -99,7 +94,7 @@ def check_out(cfg, fingerprint: str, command: str) -> bool:
 def read_state(out: Path) -> dict:
     """OUT/run.json ({} before the run wrote one)."""
     path = Path(out) / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def write_state(out: Path, state: dict) -> None:

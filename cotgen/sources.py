@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.io import not_utf8, read_text
+from cotgen.io import not_utf8, read_json
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 from cotgen.verify.extract import last_boxed
 
@@ -308,10 +308,7 @@ def _is_json_array(path: Path) -> bool:
 
 
 def _read_json_array(path: Path, limit: int | None) -> pl.DataFrame:
-    try:
-        rows = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    rows = read_json(path)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InputError(path, f"row {i + 1}: expected a JSON object, got {type(row).__name__}")

@@ -34,7 +34,7 @@ from cotgen.distill import store
 from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig
 from cotgen.distill.vocab import logits_vocab, tokenizer_hash
 from cotgen.errors import CotgenError
-from cotgen.io import check_writable, write_text
+from cotgen.io import check_writable, read_json, write_text
 from cotgen.models import known_family
 from cotgen.models.tokenizer import END_OF_TURN
 from cotgen.train import data
@@ -76,15 +76,12 @@ def check_out(cfg: LogitsConfig, fingerprint: str) -> bool:
     if shown:
         raise CotgenError(f"--out {out} holds logits made with other options ({shown}); "
                           "choose another folder")
-    state = _read_json(out / "progress.json")
+    progress = out / "progress.json"
+    state = read_json(progress) if progress.is_file() else {}
     if state.get("data_fingerprint") not in (None, fingerprint):
         raise CotgenError(f"--out {out} holds logits of other data ({state.get('data_file')}); "
                           "choose another folder")
     return (out / store.MANIFEST).is_file()
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def teacher_tokenizer(spec: str):
