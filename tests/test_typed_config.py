@@ -198,3 +198,12 @@ def test_recipe_stages_hold_their_typed_configs(tmp_path):
     assert train.settings.data == Path("d") and train.config["data"] == "d"
     assert p.stage("eval-final").settings.max_tokens == 32 and p.stage("report").settings is None
     assert p.stage("eval-final").settings.model == str(tmp_path / "run" / "sft-model")
+
+
+def test_rendered_defaults_read_as_written():
+    """A few defaults spelled out by hand, so a formatting slip in the rendering fails here (the test above
+    compares the help with the same formatter)."""
+    result = CliRunner().invoke(main, ["generate", "--help"], terminal_width=1000, max_content_width=1000)
+    records = _records(result.output)
+    assert any(r.startswith("--temperature FLOAT") and r.endswith("[default: 0.8]") for r in records), records
+    assert any(r.startswith("--backend [vllm|openai|tunix]") and r.endswith("[default: vllm]") for r in records)
