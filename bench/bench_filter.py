@@ -16,7 +16,11 @@ whole `cotgen filter` pipeline on synthetic traces.
 4. Stall inputs (issue 14): about 40 characters each (deep bare brackets, factorials, towers) that cost a full
    worker time-out before the cost screen. Pairs/s without the screen (parent and worker screen patched out)
    and with it, side by side, and the ratio.
-5. --traces N: `cotgen filter` end to end on N synthetic GSM8K traces (8 per problem) in a subprocess:
+5. Steps (issue 19, `cotgen.verify.steps`) on GSM8K train's reference solutions: every `<<expr=value>>` note
+   checked alone (agreement: they are GSM8K's own calculator output), the same solutions with one computed note's
+   result broken (+1, x10 or -1: each should show a wrong step), and the whole solutions' prose claims by verdict;
+   steps/s and solutions/s of the step checker beside the answer verifier's pairs/s on the same texts, one core.
+6. --traces N: `cotgen filter` end to end on N synthetic GSM8K traces (8 per problem) in a subprocess:
    seconds, traces/s, peak RSS.
 
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_filter.py --traces 1000000 \
@@ -198,19 +202,9 @@ def section_labelled() -> dict:
     return out
 
 
-# About 40 characters each; before the cost screen each one held a worker to its time-out.
-STALLS = [
-    "{" * 20 + "1" + "}" * 20,
-    "(" * 20 + "1" + ")" * 20,
-    "[" * 20 + "1" + "]" * 20,
-    "{1+" * 16 + "1" + "}" * 16,
-    "(10^{10})!",
-    "10!!",
-    "10^{10^{10}}",
-    "9^{9^{9}}",
-    "(x+1)^{1000}",
-    "x^{10^{10}}",
-]
+# About 40 characters each, one a line; before the cost screen each one held a worker to its time-out. The
+# same file parametrizes tests/test_filter_sandbox.py.
+STALLS = (ROOT / "tests" / "data" / "verifier" / "stalls.txt").read_text(encoding="utf-8").splitlines()
 
 
 if __name__ == "bench_filter":  # imported as a worker's target (section_stall): import before the lock-down
@@ -250,6 +244,41 @@ def section_stall(timeout_s: float, workers: int) -> dict:
         "after": {"pairs_per_s": round(rate_after, 1), "statuses": after, "worker_started": started},
         "ratio": round(rate_after / rate_before),
     }  # fmt: skip
+
+
+def section_steps(seed: int) -> dict:
+    import re
+    from fractions import Fraction
+
+    from cotgen.verify.steps import check_work
+    from cotgen.verify.verifier import Verifier
+
+    rows = [json.loads(line) for line in (DATA / "gsm8k" / "train.jsonl").open()]
+    texts, golds = [r["answer"] for r in rows], [r["answer"].rpartition("####")[2].strip() for r in rows]
+    notes = [m.group(0) for t in texts for m in re.finditer(r"<<[^<>]*>>", t)]
+    note_verdicts = [s.verdict for n in notes for s in check_work(n).steps]
+    rng, broken = random.Random(seed), []
+    for t in texts:
+        found = list(re.finditer(r"<<([^<>=]*[-+*/][^<>=]*)=(\d+(?:\.\d+)?)>>", t))
+        if found:
+            m = rng.choice(found)
+            value, places = Fraction(m.group(2)), len(m.group(2).partition(".")[2])
+            wrong = rng.choice([value + 1, value * 10, value - 1])
+            broken.append(t[:m.start()] + f"<<{m.group(1)}={float(wrong):.{places}f}>>" + t[m.end():])
+    works, t_steps = timed(lambda: [check_work(t) for t in texts])
+    caught = sum(check_work(t).wrong > 0 for t in broken)
+    steps = sum(len(w.steps) for w in works)
+    with Verifier(workers=1) as v:
+        v.score_completions(texts[:10], golds[:10])
+        _, t_answers = timed(lambda: v.score_completions(texts, golds))
+    return {"solutions": len(texts),
+            "notes": {"n": len(notes), **{k: note_verdicts.count(k) for k in ("right", "wrong", "unchecked")}},
+            "broken_notes": {"n": len(broken), "caught": caught},
+            "prose_claims": {k: sum(getattr(w, k) for w in works) for k in ("right", "wrong", "unchecked")},
+            "solutions_with_wrong_step": sum(w.wrong > 0 for w in works),
+            "steps_per_s": round(steps / t_steps), "solutions_per_s": round(len(texts) / t_steps),
+            "answer_verifier_pairs_per_s": round(len(texts) / t_answers),
+            "ratio_answer_verifier_to_step_checker": round(t_steps / t_answers, 1)}
 
 
 def make_traces(folder: Path, n: int, seed: int) -> Path:
@@ -328,7 +357,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="Worker counts for the MATH section.")
     ap.add_argument("--traces", type=int, default=0, help="Also run the pipeline on N synthetic traces.")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sections", default="gsm8k,math,labelled,stall", help="Sections to run (comma list).")
+    ap.add_argument("--sections", default="gsm8k,math,labelled,stall,steps", help="Sections to run (comma list).")
     ap.add_argument("--stall-timeout", type=float, default=5.0, help="Per-item time-out, stall section.")
     ap.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     args = ap.parse_args()
@@ -342,6 +371,8 @@ def main() -> None:
         report["labelled"] = section_labelled()
     if "stall" in sections:
         report["stall"] = section_stall(args.stall_timeout, workers=2)
+    if "steps" in sections:
+        report["steps"] = section_steps(args.seed)
     if args.traces:
         report["pipeline"] = section_pipeline(args.traces, args.seed)
     report["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -25,13 +25,12 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from cotgen import __version__
+from cotgen import MAX_WORKERS, __version__
 from cotgen.errors import CotgenError, InputError
 from cotgen.io import read_text, write_text
 
 C = TypeVar("C")
 
-MAX_WORKERS = 256
 # field name -> (lowest, highest) allowed, for every config that has the field
 LIMITS = {"workers": (0, MAX_WORKERS),  # filter's symbolic-check processes; 0: min(4, CPUs)
           "concurrency": (1, 1024)}  # openai requests in flight

@@ -3,7 +3,9 @@
 Output: write to a temporary name in the same folder, fsync it, rename it over the target, fsync the folder:
 a reader (or a crash) sees the old file or the new one, never half of one. A target that cannot be written
 (a read-only folder, a path through a file) raises CotgenError naming it. Input: `read_text` and `read_json`
-raise InputError naming the file and line of bytes that are not UTF-8 or of text that is not JSON.
+raise InputError naming the file and line of bytes that are not UTF-8 or of text that is not JSON;
+`read_parquet`, `read_parquet_schema` and `collect_parquet` (a lazy scan) raise it naming a missing, corrupt or
+truncated Parquet file, in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from cotgen.errors import CotgenError, InputError
 
@@ -180,3 +182,49 @@ def read_json(path: str | Path):
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise InputError(path, f"not valid JSON: {err.msg} (column {err.colno})", line=err.lineno) from None
+
+
+def unreadable_parquet(path: str | Path, err: Exception, *, what: str = "") -> InputError:
+    """InputError for a Parquet file polars could not read: the first paragraph of its message, on one line
+    (polars may append the query plan after a blank line); `what` says which part was being read."""
+    message = " ".join(str(err).split("\n\n")[0].split())
+    return InputError(path, f"{what}cannot read as Parquet (damaged or truncated?): {message}")
+
+
+def read_parquet(path: str | Path, *, columns: Sequence[str] | None = None, n_rows: int | None = None,
+                 missing: str = "file not found") -> "pl.DataFrame":
+    """The Parquet file `path` (only `columns`, the first `n_rows`); InputError naming it when it is not a file
+    (`missing` says what to do about that) or cannot be read."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, missing)
+    try:
+        return pl.read_parquet(path, columns=list(columns) if columns is not None else None, n_rows=n_rows)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise unreadable_parquet(path, err) from None
+
+
+def read_parquet_schema(path: str | Path, *, missing: str = "file not found") -> "dict[str, pl.DataType]":
+    """Column name -> dtype from the footer of `path`; InputError as `read_parquet`."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, missing)
+    try:
+        return pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise unreadable_parquet(path, err) from None
+
+
+def collect_parquet(path: str | Path, lf: "pl.LazyFrame", *, what: str = "") -> "pl.DataFrame":
+    """`lf.collect()` of a scan of `path`; data damaged past the footer raises InputError naming the file and
+    `what` was being read ("rows 9-16: ")."""
+    import polars as pl
+
+    try:
+        return lf.collect()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise unreadable_parquet(path, err, what=what) from None

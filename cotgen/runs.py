@@ -3,10 +3,10 @@ resolved config, and the model a run trained.
 
 A run folder holds config.toml (every resolved value and the command that wrote it), run.json (the state and
 summary), metrics.jsonl and Tunix's orbax checkpoints. What differs between the three commands is one row of
-`RUNS`: the config class and its `identity` (the fields a resume must keep), how the run is named in messages
-and what its data is called. `model_from_run` rebuilds any run's model from the folder alone, through
-`cotgen.models.checkpoint` (which knows where each command keeps its checkpoints, and which the model loader
-uses for run folders given as model specs): no trainer module is imported.
+`RUNS`: the config class, its `identity` (the fields a resume must keep) and how the run is named in messages;
+which commands have a row is `cotgen.models.checkpoint.CHECKPOINTS`. `model_from_run` rebuilds any run's model
+from the folder alone, through `cotgen.models.checkpoint` (which knows where each command keeps its checkpoints,
+and which the model loader uses for run folders given as model specs): no trainer module is imported.
 """
 
 from __future__ import annotations
@@ -29,23 +29,15 @@ class Run:
     config: str  # the config class
     identity: str  # cfg -> the fields that define the run (what --resume must keep)
     noun: str  # "--out X already holds {noun}"
-    data: str  # what the fingerprint covers, in the --resume refusal: "the data differs from ..."
-    foreign: str  # the refusal of a folder holding another command's output ({out}, {found})
 
 
-_FOREIGN = "--out {out} holds the output of `cotgen {found}`; choose another folder"
-_DATA = "the data differs from the data {out} was trained on ({files}); use the same data or another --out"
+# one row per command whose run folder holds a model (`CHECKPOINTS`, which the model loader reads too)
 RUNS = {
-    "train": Run("cotgen.train.config:TrainConfig", "cotgen.train.config:identity", "a training run", _DATA,
-                 _FOREIGN),
-    "rl": Run("cotgen.train.rl_config:RLConfig", "cotgen.train.rl_config:identity", "an rl run",
-              "the problems differ from those {out} was trained on; use the same source and data or another --out",
-              "--out {out} holds a `cotgen {found}` run, not an rl run; choose another folder"),
-    "distill": Run("cotgen.distill.config:DistillConfig", "cotgen.train.config:identity", "a distillation run",
-                   _DATA, _FOREIGN),
+    "train": Run("cotgen.train.config:TrainConfig", "cotgen.train.config:identity", "a training run"),
+    "rl": Run("cotgen.train.rl_config:RLConfig", "cotgen.train.rl_config:identity", "an rl run"),
+    "distill": Run("cotgen.distill.config:DistillConfig", "cotgen.train.config:identity", "a distillation run"),
 }
-assert set(RUNS) == set(CHECKPOINTS)
-
+assert RUNS.keys() == CHECKPOINTS.keys()
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -75,7 +67,7 @@ def check_out(cfg, fingerprint: str, command: str) -> bool:
         return False
     found = run_command(out)
     if found != command:
-        raise CotgenError(run.foreign.format(out=out, found=found or "?"))
+        raise CotgenError(f"--out {out} holds the output of `cotgen {found or '?'}`; choose another folder")
     if not cfg.resume:
         raise CotgenError(f"--out {out} already holds {run.noun}; pass --resume to continue it, or choose "
                           "another folder")
@@ -86,7 +78,9 @@ def check_out(cfg, fingerprint: str, command: str) -> bool:
                           "or another --out")
     state = read_state(out)
     if state.get("data_fingerprint") not in (None, fingerprint):
-        raise CotgenError("--resume: " + run.data.format(out=out, files=state.get("data_files")))
+        files = f" ({state['data_files']})" if state.get("data_files") else ""  # rl's data: problems, no files
+        raise CotgenError(f"--resume: the data differs from the data {out} was trained on{files}; use the same "
+                          "data or another --out")
     return True
 
 

@@ -75,6 +75,10 @@ SFT_SCHEMA = pl.Schema(
         "completion_tokens": pl.Int64,
         "teacher": pl.String,
         "pass_rate": pl.Float64,
+        # the reasoning's arithmetic claims by verdict (cotgen.verify.steps)
+        "steps_right": pl.Int32,
+        "steps_wrong": pl.Int32,
+        "steps_unchecked": pl.Int32,
     }
 )
 

@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.io import not_utf8, read_json
+from cotgen.io import not_utf8, read_json, read_parquet
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 from cotgen.verify.extract import last_boxed
 
@@ -265,7 +265,7 @@ def _load_file(path: Path, limit: int | None, mapping: dict[str, str]) -> pl.Dat
     names = {field: mapping.get(field, field) for field in FILE_FIELDS}
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        raw, origin = _read_parquet(path, limit), _Origin(str(path), jsonl=False)
+        raw, origin = read_parquet(path, n_rows=limit), _Origin(str(path), jsonl=False)
     elif suffix == ".json" and _is_json_array(path):
         raw, origin = _read_json_array(path, limit), _Origin(str(path), jsonl=False)
     elif suffix in (".json", ".jsonl"):
@@ -289,15 +289,6 @@ def _load_file(path: Path, limit: int | None, mapping: dict[str, str]) -> pl.Dat
         .alias("solution"),
         (pl.struct(rest).struct.json_encode() if rest else pl.lit("{}", pl.String)).alias("metadata"),
     )
-
-
-def _read_parquet(path: Path, limit: int | None) -> pl.DataFrame:
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        return pl.read_parquet(path, n_rows=limit)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(path, f"cannot read as Parquet: {exc}") from exc
 
 
 def _is_json_array(path: Path) -> bool:

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from cotgen.cli import main
 from cotgen.errors import CotgenError
 from cotgen.eval import compare
-from cotgen.eval.records import SAMPLE_SCHEMA
+from cotgen.eval.adapters import add_work
+from cotgen.eval.records import SAMPLE_SCHEMA, WORK
 
 
 def write_run(folder, greedy: list[bool], sampled: list[list[bool]] | None = None, *, ids=None, protocol=None):
@@ -139,3 +140,30 @@ def test_compare_cli(tmp_path):
     assert bad.exit_code == 2 and "--compare takes only --out" in bad.output
     missing = CliRunner().invoke(main, ["eval", "--compare", str(a), str(tmp_path / "none")])
     assert missing.exit_code == 2 and "no such eval folder" in missing.output
+
+
+def test_faithful_work_and_wrong_steps_are_compared(tmp_path):
+    """Both runs right on every problem; A reaches the answer through a false step (`2 + 2 = 5`), B through a
+    right one. pass@1 does not move; the faithful-work rate goes 0 -> 1 with an interval above zero. A's
+    samples.parquet is written without the step columns (a run from before steps were checked): they are read
+    from its text."""
+    def run(folder, reasoning, with_work):
+        rows = []
+        for i in range(40):
+            row = _row(f"p{i:04d}", "greedy", 0, True)
+            row["completion"] = f"<reasoning>{reasoning}</reasoning>\n<answer>1</answer>"
+            rows.append(row)
+        df = pl.DataFrame(rows, schema=SAMPLE_SCHEMA).drop(*WORK)
+        if with_work:
+            df = add_work(df).select(SAMPLE_SCHEMA.names())
+        folder.mkdir()
+        df.write_parquet(folder / "samples.parquet")
+        (folder / "metrics.json").write_text(json.dumps({"protocol": {"model": "m"}}))
+        return folder
+
+    c = compare.compare(run(tmp_path / "a", "2 + 2 = 5, minus 4 is 1", False), run(tmp_path / "b", "3 - 2 = 1", True))
+    rows = _rows(c)
+    assert rows["greedy/pass@1"]["diff"] == 0
+    faithful, wrong = rows["greedy/faithful_rate"], rows["greedy/wrong_step_rate"]
+    assert (faithful["a"], faithful["b"], faithful["excludes_zero"]) == (0.0, 1.0, True)
+    assert (wrong["a"], wrong["b"]) == (1.0, 0.0)

@@ -172,6 +172,7 @@ def test_funnel_and_stats(filtered):
         "parsed": 16,
         "correct": 14,
         "passed_filters": 9,
+        "work_ok": 9,
         "unique": 7,
         "uncontaminated": 6,
         "kept": 5,
@@ -368,3 +369,27 @@ def test_repair_format_keeps_unclosed_reasoning_with_a_rebuilt_target(tmp_path):
     assert repaired["funnel"]["kept"] == 1 and repaired["format_repaired"] == {"all_traces": 1, "kept": 1}
     row = pl.read_parquet(tmp_path / "repaired" / "train.parquet").row(0, named=True)
     assert row["completion"] == student_target("48 / 2 = 24 and 48 + 24 = 72.", "72")
+
+
+def test_require_work_drops_false_arithmetic(tmp_path):
+    """--require-work: a right answer reached through a false equation, or with no checked step, goes as
+    `bad_work` before selection; the step counts go into the dataset and the stats either way."""
+    traces = [
+        ("p1", fmt("48 / 2 = 24 and 48 + 24 = 72.", "72"), "stop", 20, None),
+        ("p1", fmt("48 / 2 = 20 and 48 + 24 = 72.", "72"), "stop", 20, "bad_work"),  # false step, right answer
+        ("p1", fmt("Half of 48 is 24, and both months give seventy-two.", "72"), "stop", 20, "bad_work"),
+        ("p1", fmt("48 + 48 = 96.", "96"), "stop", 15, "wrong"),
+    ]
+    write_traces(tmp_path / "traces", trace_rows(traces), shards=1)
+    write_problems(tmp_path / "problems.parquet")
+    loose = run(config(tmp_path, max_per_problem=4, out=tmp_path / "loose"))
+    strict = run(config(tmp_path, max_per_problem=4, require_work=True))
+    assert loose["funnel"]["kept"] == 3 and strict["funnel"]["kept"] == 1
+    assert strict["funnel"]["passed_filters"] == 3 and strict["funnel"]["work_ok"] == 1
+    assert strict["drop_reasons"]["bad_work"] == 2
+    work = loose["work"]["correct_traces"]
+    assert (work["traces"], work["with_wrong_step"], work["without_checked_step"], work["work_ok"]) == (3, 1, 1, 1)
+    assert loose["work"]["kept"]["steps"] == {"right": 3, "wrong": 1, "unchecked": 0}
+    train = pl.read_parquet(tmp_path / "loose" / "train.parquet").sort("sample_idx")
+    assert train.select("steps_right", "steps_wrong").rows() == [(2, 0), (1, 1), (0, 0)]
+    assert "Arithmetic steps" in (tmp_path / "data" / "summary.md").read_text()

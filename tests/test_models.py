@@ -188,3 +188,17 @@ def test_cotgen_outputs_resolve_as_models_and_count_as_chat_students(tmp_path):
         resolve(str(runs["filter"]))
     assert not is_base_model(str(orbax)) and not is_base_model(str(hf))
     assert is_base_model("gemma-3-270m") and is_base_model("tiny:3")
+
+
+def test_a_full_weight_run_folder_reads_without_lora_alpha(tmp_path):
+    """A `lora_rank = 0` run writes no lora_alpha (None values are not written): its folder still names a model;
+    a folder lacking a needed field is refused in one line."""
+    from cotgen.models.checkpoint import run_model
+
+    (tmp_path / "config.toml").write_text('model = "tiny"\ndtype = "float32"\nlora_rank = 0\n'
+                                          'lora_modules = "q"\nseed = 0\n\n[cotgen]\ncommand = "train"\n')
+    got = run_model(tmp_path)
+    assert (got.model, got.lora_rank, got.lora_alpha, got.qlora) == ("tiny", 0, None, False)
+    (tmp_path / "config.toml").write_text('model = "tiny"\n\n[cotgen]\ncommand = "train"\n')
+    with pytest.raises(CotgenError, match="lacks dtype, lora_rank, lora_modules, seed"):
+        run_model(tmp_path)

@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from cotgen.errors import CotgenError
-from cotgen.eval.records import SAMPLE_SCHEMA
+from cotgen.eval.adapters import add_work
+from cotgen.eval.records import SAMPLE_SCHEMA, WORK
 from cotgen.recipe import plan as plan_mod
 from cotgen.recipe import runner
 
@@ -141,12 +142,13 @@ def _eval_samples(folder: Path, model: str, n: int = 40) -> None:
         answer = "1" if ok else "2"
         rows.append({"problem_id": f"p{i:03d}", "pass": "greedy", "sample_idx": 0, "source": "s", "split": "test",
                      "metadata": "{}", "gold": "1",
-                     "completion": f"<reasoning>r</reasoning>\n<answer>{answer}</answer>",
+                     "completion": f"<reasoning>3 - {answer} = 2</reasoning>\n<answer>{answer}</answer>",
                      "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 7, "temperature": 0.0,
                      "seed": 0, "error": None, "extracted": answer, "method": "answer_tag", "vote": answer,
                      "correct": ok, "status": "correct" if ok else "wrong", "path": "numeric", "format_ok": True})
     folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(folder / "samples.parquet")
+    samples = add_work(pl.DataFrame(rows, schema=SAMPLE_SCHEMA).drop(*WORK)).select(SAMPLE_SCHEMA.names())
+    samples.write_parquet(folder / "samples.parquet")
     protocol = {"model": model, "prompt_style": "few_shot" if rate < 0.5 else "chat", "max_tokens": 32}
     (folder / "metrics.json").write_text(json.dumps({"protocol": protocol}))
 
@@ -278,6 +280,9 @@ def test_report_compares_base_and_final(tmp_path, fake):
     text = (out / "report.md").read_text()
     assert "base 30.0% -> trained 70.0% (+40.0 points" in text and "met" in text
     assert "`few_shot` prompts" in text and "`chat` prompts" in text
+    # "3 - 1 = 2" is right work for a right answer, "3 - 2 = 2" false work for a wrong one
+    assert "Faithful work (right answer, a right arithmetic step and no wrong one): base 30.0% -> trained 70.0%" in text
+    assert "false arithmetic step: base 70.0% -> trained 30.0%" in text
     assert {t["stage"] for t in doc["timings"]} >= {"generate", "train", "eval-final"}
 
 

@@ -55,9 +55,9 @@ def test_functions_weight_each_component_and_take_tunix_keyword_arguments():
               problem_id=np.array(["a", "a"]), mode="train", trajectory_ids=["0_0", "0_1"])
     r.set_lengths([3, 8])  # the sampled counts, handed over by the trainer
     got = [f(**kw) for f in fns]
-    assert got == [[2.0, 0.0], [0.5, 0.0], [0.0, -0.25]]
+    assert got == [[2.0, 0.0], [0.5, 0.0], [0.0, -0.25], [0.0, 0.0]]  # work weight 0: logged, not paid
     raw = {k: list(v) for k, v in r.last.items()}
-    assert raw == {"correctness": [1, 0], "format": [1, 0], "length": [0, -1]}
+    assert raw == {"correctness": [1, 0], "format": [1, 0], "length": [0, -1], "work": [1, 0]}
     assert list(r.tokens(completions)) == [len(GOOD.split()), 20]  # no counts set: re-tokenized
 
 
@@ -109,3 +109,21 @@ def test_weights_that_let_format_win_are_refused_at_config_time(weights):
         RLConfig(correctness_weight=wc, format_weight=wf, length_weight=wl)
     with pytest.raises(CotgenError):
         rewards.Weights(wc, wf, wl)
+
+
+def test_work_reward_is_the_share_of_right_steps():
+    texts = [GOOD, student_target("12 + 30 = 41, so 41 + 1 = 42", "42"), student_target("twelve and thirty", "42"),
+             "12 + 30 = 42 and 2 * 3 = 7, no tags", student_target("x + 3 = 5", "2")]
+    assert list(rewards.step_work(texts)) == [1.0, 0.5, 0.0, 0.5, 0.0]
+
+
+def test_work_weight_keeps_correctness_dominant_and_rewards_right_work():
+    w = rewards.Weights(1.0, 0.2, 0.1, 0.5)
+    right = {"correctness": [1, 1], "format": [0, 0], "length": [-1, -1], "work": [1.0, 0.0]}
+    wrong = {"correctness": [0], "format": [1], "length": [0], "work": [1.0]}
+    assert w.total(wrong).max() < w.total(right).min()  # a wrong answer with perfect work still loses
+    assert w.total(right)[0] > w.total(right)[1]  # right work beats wrong work among correct answers
+    with pytest.raises(CotgenError, match="work"):
+        RLConfig(correctness_weight=1.0, format_weight=0.2, length_weight=0.1, work_weight=0.7)
+    with pytest.raises(CotgenError, match="work-weight"):
+        rewards.Weights(1.0, 0.2, 0.1, -0.1)

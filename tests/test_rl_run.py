@@ -113,7 +113,7 @@ def test_each_variant_takes_a_step(tmp_path, varied_format, algo):
     train = rows(tmp_path / algo, "train")
     assert state["final_step"] == 1 and len(train) == 1 and math.isfinite(train[0]["actor/loss"])
     # cotgen's three rewards and nothing else (no Tunix DAPO character-count shaping)
-    assert seen == {**VARIANTS[algo], "reward_fns": ["correctness", "format", "length"]}
+    assert seen == {**VARIANTS[algo], "reward_fns": ["correctness", "format", "length", "work"]}
 
 
 def test_a_tokenizer_that_does_not_fit_the_model_is_refused_before_loading(tmp_path):

@@ -4,6 +4,8 @@
   extraction ladder and its verifier in one call, the same path training data and RL rewards take. Adds
   `extracted`, `method`, `correct`, `status` (filter's STATUSES) and `path` (numeric | symbolic).
 - `format_ok`: `cotgen.verify.student_format.add_format` matched (`cotgen.prompts.STUDENT_FORMAT_RE`).
+- `add_work(df)`: the arithmetic steps of the reasoning (`cotgen.verify.steps`; the `<reasoning>` block where
+  there is one, else the whole completion): counts by verdict and `work_ok` (a right step, no wrong one).
 - `add_vote(df)`: the voting key of `extracted`, from the filter's own normalisation (`numeric.clean`, then
   `numeric.add_number`): a number that path understands votes as its value (a plain integer as its canonical
   digits, any other rational as its float value, a percent keeps its `%`), so "1,000", "1000." and "$1000" are one
@@ -31,7 +33,20 @@ def judge(df: pl.DataFrame) -> pl.DataFrame:
     verdicts = scored.select(pl.col("answer").alias("extracted"), "method", "correct", "status", "path")
     df = df.with_columns(verdicts)
     formatted = add_format(df.select("completion"))
-    return add_vote(df.with_columns(format_ok=formatted["reasoning"].is_not_null()))
+    df = df.with_columns(format_ok=formatted["reasoning"].is_not_null())
+    return add_work(add_vote(df), formatted["reasoning"])
+
+
+def add_work(df: pl.DataFrame, reasoning: pl.Series | None = None) -> pl.DataFrame:
+    from cotgen.verify.steps import WORK_COLUMNS
+    from cotgen.verify.steps import add_work as steps_of
+
+    if reasoning is None:
+        reasoning = add_format(df.select("completion"))["reasoning"]
+    text = pl.coalesce(pl.lit(reasoning), pl.col("completion")).alias("_work_text")
+    out = steps_of(df.with_columns(text), "_work_text").drop("_work_text", "bad_work")
+    return out.with_columns(work_ok=(pl.col("steps_wrong") == 0) & (pl.col("steps_right") > 0),
+                            *(pl.col(c).cast(pl.Int32) for c in WORK_COLUMNS))
 
 
 def add_vote(df: pl.DataFrame, src: str = "extracted") -> pl.DataFrame:

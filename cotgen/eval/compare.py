@@ -27,7 +27,8 @@ SEED = 0
 CONFIDENCE = 0.95
 # per-problem column -> metric name; pass@k / maj@k columns keep their names under "sampled/"
 PER_PROBLEM = {"greedy_correct": "greedy/pass@1", "greedy_format_ok": "greedy/format_rate",
-               "greedy_truncated": "greedy/truncation_rate", "greedy_tokens": "greedy/length_mean"}
+               "greedy_truncated": "greedy/truncation_rate", "greedy_tokens": "greedy/length_mean",
+               "greedy_faithful": "greedy/faithful_rate", "greedy_wrong_step": "greedy/wrong_step_rate"}
 PROTOCOL_KEYS = ("model", "source", "split", "prompt_style", "shots", "shots_k", "k", "temperature", "top_p",
                  "max_tokens", "seed", "data_sha256", "extraction", "backend")
 

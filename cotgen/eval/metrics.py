@@ -14,6 +14,9 @@ problem's `metadata` (a JSON object; MATH carries level and subject).
   sample_idx), so the result is deterministic and, for k = 1, equals the first sample's verdict. The winner's
   verdict is that of its earliest sample (samples sharing a voting key share a verdict when the verifier is a
   function of the normalised answer). A problem where no sample parsed scores 0.
+- Work (`cotgen.verify.steps`): faithful_rate = right answer AND work_ok (at least one right arithmetic step in the
+  reasoning, no wrong one); wrong_step_rate = samples with at least one wrong step; wrong_step_share = wrong steps
+  over checked steps. Greedy rates are over problems, sampled ones over samples.
 - Sample errors (finish_reason "error") stay in the frame and count as wrong: a backend failure never raises a
   score.
 - Rates (format compliance, truncation = finish_reason "length", unparsed, sample error, unverified = the verifier
@@ -66,11 +69,14 @@ def per_problem(samples: pl.DataFrame) -> pl.DataFrame:
     pass has none of them, and `greedy_correct` is null when there was no greedy pass.
     """
     problems = samples.group_by("problem_id", maintain_order=True).agg(pl.col("metadata").first())
+    work = {"greedy_faithful": pl.col("correct") & pl.col("work_ok"),
+            "greedy_wrong_step": pl.col("steps_wrong") > 0} if "work_ok" in samples.columns else {}
     greedy = samples.filter(pl.col("pass") == "greedy").group_by("problem_id").agg(
         greedy_correct=pl.col("correct").sort_by("sample_idx").first(),
         greedy_format_ok=pl.col("format_ok").sort_by("sample_idx").first(),
         greedy_truncated=(pl.col("finish_reason") == "length").sort_by("sample_idx").first(),
         greedy_tokens=pl.col("completion_tokens").sort_by("sample_idx").first(),
+        **{name: e.sort_by("sample_idx").first() for name, e in work.items()},
     )
     out = problems.join(greedy, on="problem_id", how="left", maintain_order="left")
     sampled = samples.filter(pl.col("pass") == "sampled")
@@ -113,6 +119,11 @@ def pass_rates(samples: pl.DataFrame) -> dict[str, float]:
              (pl.col("finish_reason") == "length").cast(pl.Float64).mean().alias("truncation_rate"),
              pl.col("vote").is_null().cast(pl.Float64).mean().alias("unparsed_rate"),
              (pl.col("finish_reason") == "error").cast(pl.Float64).mean().alias("error_rate")]
+    if "work_ok" in samples.columns:
+        checked = pl.col("steps_right").sum() + pl.col("steps_wrong").sum()
+        rates += [(pl.col("correct") & pl.col("work_ok")).cast(pl.Float64).mean().alias("faithful_rate"),
+                  (pl.col("steps_wrong") > 0).cast(pl.Float64).mean().alias("wrong_step_rate"),
+                  pl.when(checked > 0).then(pl.col("steps_wrong").sum() / checked).alias("wrong_step_share")]
     if "status" in samples.columns:
         rates += [pl.col("status").is_in(UNVERIFIED).cast(pl.Float64).mean().alias("unverified_rate"),
                   (pl.col("status") == "bad_gold").cast(pl.Float64).mean().alias("bad_gold_rate")]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from cotgen.errors import InputError
 from cotgen.eval import adapters
+from cotgen.io import read_parquet
 from cotgen.schemas import check_schema
 
 SAMPLE_SCHEMA = pl.Schema(
@@ -41,8 +41,14 @@ SAMPLE_SCHEMA = pl.Schema(
         "status": pl.String,  # the verifier's (cotgen.verify.verifier.STATUSES); "sample_error": sampling failed
         "path": pl.String,  # numeric | symbolic: which path of the verifier decided
         "format_ok": pl.Boolean,
+        # the reasoning's arithmetic claims (cotgen.verify.steps); work_ok: a right step and no wrong one
+        "steps_right": pl.Int32,
+        "steps_wrong": pl.Int32,
+        "steps_unchecked": pl.Int32,
+        "work_ok": pl.Boolean,
     }
 )
+WORK = ("steps_right", "steps_wrong", "steps_unchecked", "work_ok")
 
 
 def scored(samples: list, pass_name: str, temperature: float, problems: pl.DataFrame) -> pl.DataFrame:
@@ -81,6 +87,7 @@ def score(df: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns(
         correct=pl.col("correct").fill_null(False) & ~failed,
         format_ok=pl.col("format_ok") & ~failed,
+        work_ok=pl.col("work_ok") & ~failed,
         status=pl.when(failed).then(pl.lit("sample_error")).otherwise(pl.col("status")),
     )
     return check_schema(df, SAMPLE_SCHEMA, "eval samples")
@@ -88,10 +95,7 @@ def score(df: pl.DataFrame) -> pl.DataFrame:
 
 def read_samples(path: str | Path) -> pl.DataFrame:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found (is this the --out folder of a `cotgen eval` run?)")
-    try:
-        df = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise InputError(path, f"cannot read as Parquet: {err}") from None
+    df = read_parquet(path, missing="file not found (is this the --out folder of a `cotgen eval` run?)")
+    if not set(WORK) & set(df.columns) and "completion" in df.columns:
+        df = adapters.add_work(df)  # a run from before steps were checked: read its text now
     return check_schema(df, SAMPLE_SCHEMA, str(path))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from cotgen.config import MAX_WORKERS, defaults_from, flag
+from cotgen import MAX_WORKERS
+from cotgen.config import defaults_from, flag
 from cotgen.filter.config import SELECT_MODES
 
 
@@ -45,6 +46,8 @@ from cotgen.filter.config import SELECT_MODES
 )
 @flag("--repair-format/--strict-format",
       help="Keep traces that only lack </reasoning> (the SFT target is rebuilt).")
+@flag("--require-work", is_flag=True,
+      help="Keep only traces whose arithmetic checks: a right step and no wrong one (cotgen/verify/steps.py).")
 @flag("--reference-fallback", is_flag=True,
       help="Problems with no kept trace train on the source's own worked solution (teacher \"reference\").")
 @flag("--val-fraction", type=float, help="Share of problems in validation.")

@@ -40,6 +40,9 @@ class FilterConfig:
     max_line_repeats: int = 4
     max_garbage_frac: float = 0.05
     repair_format: bool = False  # keep traces that only lack </reasoning> (their SFT target is rebuilt anyway)
+    # keep only traces whose reasoning has a checked arithmetic step and no wrong one (cotgen.verify.steps);
+    # for tasks with arithmetic (GSM8K, sums): a proof without numbers has no step to check
+    require_work: bool = False
     # problems none of whose traces are kept train on the source's own worked solution (GSM8K's, MATH's),
     # marked teacher = "reference"; `cotgen run --smoke` sets it (its random teachers verify nothing)
     reference_fallback: bool = False

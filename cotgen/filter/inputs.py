@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
+from cotgen.io import collect_parquet, read_parquet, read_parquet_schema
 from cotgen.schemas import PROBLEM_SCHEMA, check_schema
 
 TRACE_COLUMNS = {
@@ -49,10 +50,7 @@ def trace_files(folder: Path) -> list[Path]:
     if not files:
         raise InputError(folder, "holds no *.parquet traces")
     for path in files:
-        try:
-            schema = pl.read_parquet_schema(path)
-        except (pl.exceptions.PolarsError, OSError) as err:
-            raise InputError(path, f"cannot read as Parquet: {err}") from None
+        schema = read_parquet_schema(path)
         for name, dtype in TRACE_COLUMNS.items():
             if name not in schema:
                 raise InputError(path, "column is missing", field=name)
@@ -63,7 +61,7 @@ def trace_files(folder: Path) -> list[Path]:
 
 
 def _columns(path: Path) -> list[pl.Expr]:
-    schema = pl.read_parquet_schema(path)
+    schema = read_parquet_schema(path)
     cols = [pl.col(n).cast(t) for n, t in TRACE_COLUMNS.items()]
     for name, dtype in OPTIONAL_COLUMNS.items():
         cols.append(
@@ -90,21 +88,12 @@ def _check_batch(df: pl.DataFrame, path: Path) -> None:
         raise InputError(path, f"row {bad['_row'][0] + 1}: is negative", field="completion_tokens")
 
 
-def _collect(path: Path, lf: pl.LazyFrame, what: str = "") -> pl.DataFrame:
-    """lf.collect(), a damaged file raising InputError naming it (and `what` was being read)."""
-    try:
-        return lf.collect()
-    except (pl.exceptions.PolarsError, OSError) as err:
-        message = " ".join(str(err).split("\n\n")[0].split())  # polars may append the plan after a blank line
-        raise InputError(path, f"{what}cannot read as Parquet (damaged or truncated?): {message}") from None
-
-
 def iter_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
     """Checked batches of one file with `_row` (0-based row in the file) added."""
     lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
-    total = _collect(path, pl.scan_parquet(path).select(pl.len())).item()
+    total = collect_parquet(path, pl.scan_parquet(path).select(pl.len())).item()
     for start in range(0, total, rows):
-        df = _collect(path, lf.slice(start, rows), f"rows {start + 1}-{min(start + rows, total)}: ")
+        df = collect_parquet(path, lf.slice(start, rows), what=f"rows {start + 1}-{min(start + rows, total)}: ")
         _check_batch(df, path)
         yield df
 
@@ -112,7 +101,7 @@ def iter_batches(path: Path, rows: int) -> Iterator[pl.DataFrame]:
 def read_rows(path: Path, rows: pl.Series, columns: list[str]) -> pl.DataFrame:
     """`columns` of the given 0-based rows of one file, with `_row`."""
     lf = pl.scan_parquet(path).select(_columns(path)).with_row_index("_row")
-    return _collect(path, lf.filter(pl.col("_row").is_in(rows.implode())).select("_row", *columns))
+    return collect_parquet(path, lf.filter(pl.col("_row").is_in(rows.implode())).select("_row", *columns))
 
 
 def traces_config(folder: Path) -> dict:
@@ -136,8 +125,8 @@ def traces_config(folder: Path) -> dict:
 def _single(files: list[Path], column: str) -> str | None:
     values = set()
     for path in files:
-        if column in pl.read_parquet_schema(path):
-            unique = _collect(path, pl.scan_parquet(path).select(pl.col(column).unique()))
+        if column in read_parquet_schema(path):
+            unique = collect_parquet(path, pl.scan_parquet(path).select(pl.col(column).unique()))
             values |= set(unique[column].drop_nulls())
     return values.pop() if len(values) == 1 else None
 
@@ -154,12 +143,7 @@ def load_problems(
 ) -> tuple[pl.DataFrame, dict]:
     """(problems frame: id, source, question, gold; where they came from) following the module docstring."""
     if problems is not None:
-        if not problems.is_file():
-            raise InputError(problems, "problems file not found")
-        try:
-            raw = pl.read_parquet(problems)
-        except (pl.exceptions.PolarsError, OSError) as err:
-            raise InputError(problems, f"cannot read as Parquet: {err}") from None
+        raw = read_parquet(problems, missing="problems file not found")
         df, origin = check_schema(raw, PROBLEM_SCHEMA, str(problems)), {"problems": str(problems)}
     else:
         recorded = traces_config(traces) if source is None else {}

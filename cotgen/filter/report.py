@@ -21,6 +21,7 @@ STAGES = (
     ("parsed", ("unparsed",)),
     ("correct", ("wrong", "unverified")),
     ("passed_filters", FILTERS),
+    ("work_ok", ("bad_work",)),
     ("unique", ("duplicate", "near_duplicate")),
     ("uncontaminated", ("contaminated",)),
     ("kept", ("over_limit",)),
@@ -67,6 +68,7 @@ def stats(
             "path": _counts(rows["path"]),
             "symbolic_unique_pairs": symbolic_pairs,
         },
+        "work": _work(rows),
         "skipped": skipped,
         "reference_fallback": references,
         "problems": {
@@ -88,6 +90,22 @@ def stats(
         "traces_per_s": round(rows.height / seconds, 1) if seconds > 0 else None,
         "peak_rss_mb": round(peak_rss_mb, 1),
     }
+
+
+def _work(rows: pl.DataFrame) -> dict:
+    """The arithmetic steps of the correct traces and of the kept ones (`cotgen.verify.steps`): traces with a
+    wrong step, traces with no checked step, step counts by verdict."""
+    out = {}
+    for name, where in (("correct_traces", pl.col("correct")), ("kept", pl.col("kept"))):
+        df = rows.lazy().filter(where).select("steps_right", "steps_wrong", "steps_unchecked").collect()
+        out[name] = {
+            "traces": df.height,
+            "with_wrong_step": int((df["steps_wrong"] > 0).sum()),
+            "without_checked_step": int(((df["steps_right"] + df["steps_wrong"]) == 0).sum()),
+            "work_ok": int(((df["steps_wrong"] == 0) & (df["steps_right"] > 0)).sum()),
+            "steps": {k: int(df[f"steps_{k}"].sum()) for k in ("right", "wrong", "unchecked")},
+        }
+    return out
 
 
 def _summary(stats: dict, rows: pl.DataFrame, cfg) -> str:
@@ -132,6 +150,17 @@ def _summary(stats: dict, rows: pl.DataFrame, cfg) -> str:
         for k, v in stats["filters"]["all_traces"].items()
     ]
     p, v, o = stats["problems"], stats["verification"], stats["outputs"]
+    lines += [
+        "",
+        "## Arithmetic steps (cotgen/verify/steps.py)"
+        + (" (--require-work: a trace needs a right step and no wrong one)" if cfg.require_work else ""),
+        "",
+        "| traces | n | with a wrong step | no checked step | work ok | steps right / wrong / unchecked |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, w in stats["work"].items():
+        lines.append(f"| {name} | {w['traces']} | {w['with_wrong_step']} | {w['without_checked_step']} | "
+                     f"{w['work_ok']} | {w['steps']['right']} / {w['steps']['wrong']} / {w['steps']['unchecked']} |")
     lines += [
         "",
         "## Verification",

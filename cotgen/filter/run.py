@@ -34,6 +34,7 @@ from cotgen.filter.select import pass_rates, select
 from cotgen.io import cannot_write, fsync, temporary_beside, write_parquet
 from cotgen.schemas import PASS_RATE_SCHEMA, SFT_SCHEMA
 from cotgen.verify.extract import extract_frame
+from cotgen.verify.steps import WORK_COLUMNS, add_work, check_work
 from cotgen.verify.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ SLIM = [
     *FILTERS,
     "format_repaired",
     "completion_tokens",
+    *WORK_COLUMNS,
+    "bad_work",
     "repeat_frac",
     "garbage_frac",
     "text_hash",
@@ -74,6 +77,7 @@ def _reason() -> pl.Expr:
     )
     for name in FILTERS:
         r = r.when(pl.col(name)).then(pl.lit(name))
+    r = r.when(pl.col("bad_work")).then(pl.lit("bad_work"))
     return r.otherwise(pl.lit(None, pl.String)).alias("reason")
 
 
@@ -84,8 +88,11 @@ def _score(
     problems: pl.DataFrame,
     verifier: Verifier,
     limits: QualityLimits,
+    require_work: bool = False,
 ) -> pl.DataFrame:
-    """Slim scored rows of one batch of finished traces."""
+    """Slim scored rows of one batch of finished traces. The arithmetic steps are checked on the correct
+    traces only (`cotgen.verify.steps`; the others are dropped anyway), in their reasoning (whole text if
+    the format failed)."""
     df = batch.join(
         problems, left_on="problem_id", right_on="id", how="left", maintain_order="left", suffix="_problem"
     )
@@ -100,7 +107,9 @@ def _score(
     df = df.with_columns(pl.col("source_problem").alias("source"), pl.lit(index, pl.Int32).alias("_file"))
     df = verifier.verify_frame(extract_frame(df), "answer", "gold")
     df = add_quality(df, limits)
-    candidate = pl.col("correct") & ~pl.any_horizontal(FILTERS)
+    df = add_work(df.with_columns(pl.coalesce("reasoning", "completion").alias("_work_text")), "_work_text",
+                  pl.col("correct"), require=require_work)
+    candidate = pl.col("correct") & ~pl.any_horizontal(FILTERS) & ~pl.col("bad_work")
     df = df.with_columns(
         dedup.text_hash_expr().alias("text_hash"),
         pl.when(candidate).then(dedup.sketch_expr()).alias("sketch"),
@@ -161,7 +170,12 @@ def _reference_records(problems: pl.DataFrame, rates: pl.DataFrame, covered: set
     sample_idx = -1."""
     from cotgen.prompts import student_prompt, student_target
 
-    problems = problems.with_columns(pl.col("solution").str.replace_all(r"<<[^>]*>>", "").str.strip_chars())
+    works = [check_work(s) for s in problems["solution"].fill_null("").to_list()]  # before the notes go
+    problems = problems.with_columns(
+        pl.col("solution").str.replace_all(r"<<[^>]*>>", "").str.strip_chars(),
+        *(pl.Series(name, [getattr(w, attr) for w in works], dtype=pl.Int32)
+          for name, attr in zip(WORK_COLUMNS, ("right", "wrong", "unchecked"))),
+    )
     df = problems.filter(~pl.col("id").is_in(list(covered)) & (pl.col("solution").str.strip_chars() != "")
                          & ~pl.col("contaminated_by").is_not_null())
     df = df.join(rates.select("problem_id", "pass_rate"), left_on="id", right_on="problem_id", how="left",
@@ -172,6 +186,7 @@ def _reference_records(problems: pl.DataFrame, rates: pl.DataFrame, covered: set
         "prompt": [student_prompt(q) for q in df["question"]],
         "completion": [student_target(r, a) for r, a in zip(df["solution"], df["gold"])],
         "completion_tokens": [None] * df.height, "teacher": ["reference"] * df.height, "pass_rate": df["pass_rate"],
+        **{name: df[name] for name in WORK_COLUMNS},
     }, schema=SFT_SCHEMA)
 
 
@@ -241,7 +256,7 @@ def run(cfg: FilterConfig) -> dict:
                     errors += batch.filter(failed).height
                     batch = batch.filter(~failed)
                     if batch.height:
-                        _score(batch, index, path, problems, verifier, limits).write_parquet(
+                        _score(batch, index, path, problems, verifier, limits, cfg.require_work).write_parquet(
                             work / f"{index:05d}-{k:05d}.parquet"
                         )
                     log.info("scored %s, batch %d: %d traces", path.name, k, batch.height)
@@ -260,7 +275,8 @@ def run(cfg: FilterConfig) -> dict:
         kept = (
             rows.lazy()
             .filter("kept")
-            .select("problem_id", "sample_idx", "source", "answer", "_file", "_row", "completion_tokens")
+            .select("problem_id", "sample_idx", "source", "answer", "_file", "_row", "completion_tokens",
+                    *WORK_COLUMNS)
             .collect()
         )
         records = _records(kept, files, problems, rates, repair=cfg.repair_format)

@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
-from cotgen.io import cannot_write, read_json, write_parquet, write_text
+from cotgen.io import cannot_write, read_json, read_parquet, write_parquet, write_text
 from cotgen.schemas import TRACE_SCHEMA, check_schema
 
 CHUNK_RE = re.compile(r"^traces-(?P<tag>all|s\d+of\d+)-(?P<k>\d{5,})\.parquet$")
@@ -34,13 +34,6 @@ def chunk_files(out: str | Path) -> list[Path]:
     return sorted(p for p in Path(out).glob("traces-*.parquet") if CHUNK_RE.match(p.name))
 
 
-def _read_chunk(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
-    try:
-        return pl.read_parquet(path, columns=columns)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise InputError(path, f"cannot read as Parquet (damaged or truncated?): {err}") from None
-
-
 def read_traces(out: str | Path, *, keep_errors: bool = False) -> pl.DataFrame:
     """Every chunk of OUT, checked against TRACE_SCHEMA, one row per (problem_id, sample_idx): the first
     finished row; keys with only error rows are dropped unless keep_errors (then their last error row is
@@ -48,7 +41,7 @@ def read_traces(out: str | Path, *, keep_errors: bool = False) -> pl.DataFrame:
     files = chunk_files(out)
     if not files:
         return pl.DataFrame(schema=TRACE_SCHEMA)
-    df = pl.concat([check_schema(_read_chunk(f), TRACE_SCHEMA, str(f)) for f in files])
+    df = pl.concat([check_schema(read_parquet(f), TRACE_SCHEMA, str(f)) for f in files])
     df = df.with_row_index("_order").sort(pl.col("error").is_not_null(), "_order", maintain_order=True)
     df = df.unique(["problem_id", "sample_idx"], keep="first", maintain_order=True).sort("_order")
     if not keep_errors:
@@ -108,7 +101,7 @@ class Output:
         files = chunk_files(self.dir)
         if not files:
             return pl.DataFrame(schema={"problem_id": pl.String, "sample_idx": pl.Int64})
-        keys = pl.concat([_read_chunk(f, ["problem_id", "sample_idx", "error"]) for f in files])
+        keys = pl.concat([read_parquet(f, columns=["problem_id", "sample_idx", "error"]) for f in files])
         return keys.filter(pl.col("error").is_null()).select("problem_id", "sample_idx").unique()
 
     def next_index(self) -> int:

@@ -27,13 +27,14 @@ from pathlib import Path
 from cotgen.config import run_command
 from cotgen.errors import CotgenError
 from cotgen.models import families
+from cotgen.models.checkpoint import CHECKPOINTS
 from cotgen.models.prepare import EMBEDDED
 
 KNOWN_NAMES = (EMBEDDED, "tiny", "tiny-gemma2")
 TINY_SPECS = {"tiny": None, "tiny-gemma2": "tiny_gemma2"}  # spec name -> ModelSource.preset of the tiny model
 # files that mark an orbax checkpoint folder (ocdbt: _METADATA + manifest.ocdbt; older: checkpoint)
 ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA", "checkpoint")
-RUN_COMMANDS = ("train", "rl", "distill")  # run folders that hold a model (ModelSource.preset names which)
+RUN_COMMANDS = tuple(CHECKPOINTS)  # run folders that hold a model (ModelSource.preset names which)
 EXPORT_MANIFEST = "cotgen-model.json"  # written by `cotgen export`, read by `cotgen.models.load.load_export`
 
 

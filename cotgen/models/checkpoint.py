@@ -3,21 +3,22 @@ Tunix checkpoint restored into them.
 
 Everything comes from the folder itself: config.toml names the command (which says where the checkpoints are,
 `CHECKPOINTS`: rl's Tunix RLCluster nests the actor's under checkpoints/actor), the base model, its dtype and the
-LoRA settings; no stage module is imported. `load_run` reads those few fields straight from config.toml
-(`RunModel`), so the model loader takes run folders as model specs; `cotgen.runs.model_from_run` passes the
-stage's full config instead, for export and the tests.
+LoRA settings; no stage module is imported. `CHECKPOINTS` is the one list of the commands whose run folders hold
+a model: `cotgen.models.RUN_COMMANDS` is its keys and `cotgen.runs.RUNS` has one row for each. `load_run` reads
+the model's few fields from config.toml (`RunModel`), so the model loader takes run folders as model specs;
+`cotgen.runs.model_from_run` passes the stage's full config instead, for export and the tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
-from cotgen.config import run_command
+from cotgen.config import read_toml_file, run_command
 from cotgen.errors import CotgenError
 
-CHECKPOINTS = {"train": "checkpoints", "rl": "checkpoints/actor", "distill": "checkpoints"}  # command -> root
+# the commands whose run folders hold a model -> where under the folder their Tunix checkpoints are
+CHECKPOINTS = {"train": "checkpoints", "rl": "checkpoints/actor", "distill": "checkpoints"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +28,9 @@ class RunModel:
     model: str
     dtype: str
     lora_rank: int
-    lora_alpha: float
     lora_modules: str
     seed: int
+    lora_alpha: float | None = None  # a full-weight run's config.toml has none (None values are not written)
     qlora: bool = False  # rl runs have no QLoRA
     qlora_tile_size: int = 64
 
@@ -43,14 +44,12 @@ def run_model(run_dir: Path) -> RunModel:
     path = Path(run_dir) / "config.toml"
     if run_command(run_dir) not in CHECKPOINTS:
         raise CotgenError(f"{run_dir} holds no {' | '.join(CHECKPOINTS)} run")
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    names = [f.name for f in dataclasses.fields(RunModel)]
-    try:
-        return RunModel(**{k: doc[k] for k in names if k in doc})
-    except TypeError:
-        missing = [f.name for f in dataclasses.fields(RunModel)
-                   if f.default is dataclasses.MISSING and f.name not in doc]
-        raise CotgenError(f"{path} lacks {', '.join(missing)}: not a config.toml cotgen wrote") from None
+    doc = read_toml_file(path)
+    fields = dataclasses.fields(RunModel)
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in doc]
+    if missing:
+        raise CotgenError(f"{path} lacks {', '.join(missing)}: not a config.toml cotgen wrote")
+    return RunModel(**{f.name: doc[f.name] for f in fields if f.name in doc})
 
 
 def restore_run(run_dir: Path, cfg, step: int | None = None, *, quantize: bool | None = None, mesh=None):

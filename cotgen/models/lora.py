@@ -47,14 +47,18 @@ def apply(model, *, rank: int, alpha: float, modules: str, qlora: bool = False, 
 
 def adapt(model, cfg, *, mesh=None, quantize: bool | None = None):
     """`model` with the (Q)LoRA adapters config `cfg` asks for (`lora`, `lora_rank`, `lora_alpha`,
-    `lora_modules`, `seed`; SFT-style configs also `qlora`, `qlora_tile_size`), or `model` itself for full
-    weights. `quantize` overrides `cfg.qlora`: False rebuilds a QLoRA run over an unquantised base (the adapters
-    are the same shapes), which is what merging needs."""
+    `lora_modules`, `seed`), or `model` itself for full weights. `quantize` says whether the base is stored as
+    nf4 (then in blocks of `cfg.qlora_tile_size`); None takes `cfg.qlora`, a field of the configs with QLoRA
+    knobs (TrainConfig, DistillConfig, checkpoint.RunModel). `cotgen rl` passes False: RLConfig trains plain
+    LoRA. False also rebuilds a QLoRA run over an unquantised base (the adapters are the same shapes), which is
+    what merging needs."""
     if not cfg.lora:
         return model
-    qlora = getattr(cfg, "qlora", False) if quantize is None else quantize  # rl configs have no QLoRA
-    return apply(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules, qlora=qlora,
-                 tile_size=getattr(cfg, "qlora_tile_size", 64), seed=cfg.seed, mesh=mesh)
+    if quantize is None:  # every config that adapts carries `qlora` (RLConfig: a ClassVar, always False)
+        quantize = cfg.qlora
+    tile_size = cfg.qlora_tile_size if quantize else 64  # read only when the base is quantised
+    return apply(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, modules=cfg.lora_modules, qlora=quantize,
+                 tile_size=tile_size, seed=cfg.seed, mesh=mesh)
 
 
 def qlora_tile(config, tile_size: int) -> int:

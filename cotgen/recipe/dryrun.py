@@ -66,7 +66,7 @@ def preset_for(spec: str, plan: Plan) -> str | None:
     if spec.startswith("tiny"):
         return None
     if Path(spec).is_relative_to(plan.out):  # a model this run makes: the student's shape
-        return preset_for(plan.stage("train").config["model"], plan)
+        return preset_for(plan.stage("train").settings.model, plan)
     m = _SIZE_RE.search(spec)
     if m:
         version, size, kind = m.group(1), m.group(2).lower(), (m.group(3) or "pt").lower()
@@ -165,10 +165,11 @@ class Problems:
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def _mesh(c: dict) -> tuple[int, int]:
+def _mesh(c) -> tuple[int, int]:
+    """(fsdp, tp) of a train, distill train or rl config."""
     from cotgen.train.config import parse_mesh
 
-    m = parse_mesh(c["mesh"]) if c.get("mesh") else {"fsdp": 1, "tp": 1}
+    m = parse_mesh(c.mesh) if c.mesh else {"fsdp": 1, "tp": 1}
     return m["fsdp"], m["tp"]
 
 
@@ -198,14 +199,14 @@ def run(plan: Plan, *, echo=print) -> bool:
     probs = Problems(plan)
     sets: dict[str, Any] = {}
     for s in plan.stages:
-        c = s.config
+        c = s.settings
         if s.command in ("generate", "rl", "eval"):
             try:
-                df = probs.load(c["source"], c["split"], c.get("limit"), c.get("seed", 0), c.get("data_dir"))
+                df = probs.load(c.source, c.split, c.limit, c.seed, c.data_dir)
                 sets[s.name] = df
-                r.check(df.height > 0, f"{s.name}: {c['source']} / {c['split']}: {df.height} problems")
+                r.check(df.height > 0, f"{s.name}: {c.source} / {c.split}: {df.height} problems")
             except CotgenError as err:
-                r.check(False, f"{s.name}: {c['source']} / {c['split']}: {err}")
+                r.check(False, f"{s.name}: {c.source} / {c.split}: {err}")
     tests = {s.name: set(sets[s.name]["question"]) for s in plan.stages if s.command == "eval" and s.name in sets}
     trains = {s.name: set(sets[s.name]["question"]) for s in plan.stages
               if s.command in ("generate", "rl") and s.name in sets}
@@ -220,21 +221,21 @@ def run(plan: Plan, *, echo=print) -> bool:
 
     gen_max: dict[str, int] = {}
     for s in plan.stages:
-        c = s.config
+        c = s.settings
         if s.name not in sets:
             continue
         questions = sets[s.name]["question"].to_list()
         if s.command == "generate":
-            from cotgen.generate.config import GenerateConfig, resolved
+            from cotgen.generate.config import resolved
 
-            g = resolved(GenerateConfig(**c))
+            g = resolved(c)
             lens = _lengths(tok, [prompts.teacher_prompt(q, style=g.prompt_style, shots=g.shots, k=g.shots_k)
                                   for q in questions])
-            gen_max[s.name] = c["max_tokens"]
-            worst = max(lens) + c["max_tokens"]
-            r.check(worst <= c["max_model_len"] or c["backend"] != "vllm",
-                    f"{s.name}: teacher prompts ({g.prompt_style}) {_stats(lens)}; + max_tokens {c['max_tokens']} "
-                    f"= {worst} vs max_model_len {c['max_model_len']}")
+            gen_max[s.name] = c.max_tokens
+            worst = max(lens) + c.max_tokens
+            r.check(worst <= c.max_model_len or c.backend != "vllm",
+                    f"{s.name}: teacher prompts ({g.prompt_style}) {_stats(lens)}; + max_tokens {c.max_tokens} "
+                    f"= {worst} vs max_model_len {c.max_model_len}")
             student = _lengths(tok, [prompts.student_prompt(q) for q in questions])
             sets[s.name + "/student"] = student
         elif s.command == "rl":
@@ -242,40 +243,41 @@ def run(plan: Plan, *, echo=print) -> bool:
 
             lens = _lengths(tok, [prompts.student_prompt(q, chat=True) for q in questions])
             # rl pads prompts to max_prompt_tokens, or by default to the longest one rounded up to 64
-            budget = c["max_prompt_tokens"] or prompt_budget(lens, lambda n: n + 1)
+            budget = c.max_prompt_tokens or prompt_budget(lens, lambda n: n + 1)
             sets[s.name + "/prompt_tokens"] = budget
             over = sum(n + 1 > budget for n in lens)
             r.check(True if over == 0 else (None if over < len(lens) else False),
                     f"{s.name}: student prompts {_stats(lens)}; {over}/{len(lens)} over max_prompt_tokens "
                     f"{budget} (dropped)")
         elif s.command == "eval":
-            from cotgen.eval.config import EvalConfig
             from cotgen.eval.config import resolved as eval_resolved
             from cotgen.eval.run import render_prompt
 
-            e = eval_resolved(EvalConfig(**c))
+            e = eval_resolved(c)
             lens = _lengths(tok, [render_prompt(e, q) for q in questions])
-            worst = max(lens) + c["max_tokens"]
-            r.check(worst <= c["max_model_len"] or c["backend"] != "vllm",
-                    f"{s.name}: {e.prompt_style} prompts {_stats(lens)}; + max_tokens {c['max_tokens']} = {worst} "
-                    f"vs max_model_len {c['max_model_len']}")
-    train = plan.stage("train")
+            worst = max(lens) + c.max_tokens
+            r.check(worst <= c.max_model_len or c.backend != "vllm",
+                    f"{s.name}: {e.prompt_style} prompts {_stats(lens)}; + max_tokens {c.max_tokens} = {worst} "
+                    f"vs max_model_len {c.max_model_len}")
+    train = plan.stage("train").settings
     for name, completion in gen_max.items():
         student = sets.get(name + "/student", [])
         if student:
             longest = max(student) + completion + 2
-            cut = sum(n + completion + 2 > train.config["max_len"] for n in student)
+            cut = sum(n + completion + 2 > train.max_len for n in student)
             r.check(True if cut == 0 else None,
                     f"train: student prompt ({_stats(student)}) + a completion of up to {completion} tokens "
-                    f"(<= {longest}) vs max_len {train.config['max_len']}: "
+                    f"(<= {longest}) vs max_len {train.max_len}: "
                     + ("every example fits" if cut == 0 else f"{cut}/{len(student)} prompts could see long "
                        "completions cut"))
 
     r.section("4. model shapes (Tunix presets, abstract arrays: no weights)")
     shapes: dict[str, dict] = {}
     for s in plan.stages:
-        spec = s.config.get("teacher") if s.command == "generate" else s.config.get("model")
-        if not spec or s.command not in ("generate", "train", "distill train", "rl", "eval"):
+        if s.command not in ("generate", "train", "distill train", "rl", "eval"):
+            continue
+        spec = s.settings.teacher if s.command == "generate" else s.settings.model
+        if not spec:
             continue
         preset = preset_for(spec, plan)
         if preset is None:
@@ -295,35 +297,35 @@ def run(plan: Plan, *, echo=print) -> bool:
 
     train_stage = plan.stage("train")
     if train_stage.command == "distill train" and train_stage.name in shapes:
-        teacher = train_stage.config.get("teacher") or ""
+        teacher = train_stage.settings.teacher or ""
         t_preset = preset_for(teacher, plan) if teacher else None
         if t_preset:
             t_family, s_family = preset_family(t_preset), shapes[train_stage.name]["family"]
             r.check(t_family == s_family, f"[distill] teacher {teacher} ({t_family}) and student "
-                    f"{train_stage.config['model']} ({s_family})" + ("" if t_family == s_family else
+                    f"{train_stage.settings.model} ({s_family})" + ("" if t_family == s_family else
                     ": logit distillation needs one vocabulary (Gemma 2: 256k, Gemma 3: 262k); pick a teacher "
                     "of the student's family or drop [distill]"))
 
     r.section(f"5. meshes on {devices} device(s)")
     for s in plan.stages:
-        c, sh = s.config, shapes.get(s.name)
+        c, sh = s.settings, shapes.get(s.name)
         if s.command in ("train", "distill train", "rl"):
             fsdp, tp = _mesh(c)
             r.check(fsdp * tp <= devices, f"{s.name}: mesh fsdp={fsdp} x tp={tp} = {fsdp * tp} of {devices} devices")
             if fsdp * tp < devices:
                 r.check(None, f"{s.name}: {devices - fsdp * tp} device(s) idle")
-            rows = c["batch_size"] * (c.get("num_generations", 1) if s.command == "rl" else 1)
+            rows = c.batch_size * (c.num_generations if s.command == "rl" else 1)
             r.check(rows % fsdp == 0, f"{s.name}: {rows} rows per step over fsdp={fsdp}")
             if sh and tp > 1:
                 check_heads(r, s.name, sh, tp)
             if s.command == "rl" and sh:
                 from cotgen.train import rollouts
 
-                why = rollouts.problem(c["rollout"], sh["family"], p["platform"])
-                r.check(why is None, f"{s.name}: rollout {c['rollout']!r} for {sh['family']} on {p['platform']}"
+                why = rollouts.problem(c.rollout, sh["family"], p["platform"])
+                r.check(why is None, f"{s.name}: rollout {c.rollout!r} for {sh['family']} on {p['platform']}"
                         + (f": {why}" if why else ": supported by the pinned Tunix"))
-        elif s.command in ("generate", "eval") and c.get("backend") == "vllm":
-            tp, dp = c.get("tensor_parallel_size", 1), c.get("data_parallel_size", 1)
+        elif s.command in ("generate", "eval") and c.backend == "vllm":
+            tp, dp = c.tensor_parallel_size, c.data_parallel_size
             r.check(tp * dp <= devices, f"{s.name}: vLLM tensor {tp} x data {dp} = {tp * dp} of {devices} devices")
             if sh:
                 check_heads(r, s.name, sh, tp)
@@ -332,29 +334,27 @@ def run(plan: Plan, *, echo=print) -> bool:
     total = 0.0
     keep = float(plan.target.get("keep_rate", 0.5))
     for s in plan.stages:
-        c, sh = s.config, shapes.get(s.name)
+        c, sh = s.settings, shapes.get(s.name)
         row: dict[str, Any] | None = None
         if s.command in ("generate", "eval") and (sh or p["kind"] == "cpu") and s.name in sets:
             n_problems = sets[s.name].height
-            n = c.get("n", 1) if s.command == "generate" else 1 + (c["k"] if c.get("k", 1) > 1 else 0)
-            row = estimate.sampling(p, sh, problems=n_problems, n=n, prompt_tokens=400, max_tokens=c["max_tokens"],
-                                    tp=c.get("tensor_parallel_size", 1), dp=c.get("data_parallel_size", 1),
-                                    stage=s.command)
+            n = c.n if s.command == "generate" else 1 + (c.k if c.k > 1 else 0)
+            row = estimate.sampling(p, sh, problems=n_problems, n=n, prompt_tokens=400, max_tokens=c.max_tokens,
+                                    tp=c.tensor_parallel_size, dp=c.data_parallel_size, stage=s.command)
         elif s.command in ("train", "distill train") and (sh or p["kind"] == "cpu"):
             fsdp, _ = _mesh(c)
-            steps = c.get("steps") or _train_steps(plan, c, sets, keep)
-            row = estimate.train(p, sh or {}, steps=steps, batch=c["batch_size"], max_len=c["max_len"],
-                                 lora=c["lora_rank"] > 0, fsdp=fsdp, param_bytes=4 if c["dtype"] == "float32" else 2) \
+            steps = c.steps or _train_steps(plan, c, sets, keep)
+            row = estimate.train(p, sh or {}, steps=steps, batch=c.batch_size, max_len=c.max_len,
+                                 lora=c.lora_rank > 0, fsdp=fsdp, param_bytes=4 if c.dtype == "float32" else 2) \
                 if sh else estimate.train(p, {"params": 0, "num_layers": 0, "embed_dim": 0, "num_embed": 0},
-                                          steps=steps, batch=c["batch_size"], max_len=c["max_len"],
-                                          lora=c["lora_rank"] > 0, fsdp=fsdp, param_bytes=4)
+                                          steps=steps, batch=c.batch_size, max_len=c.max_len,
+                                          lora=c.lora_rank > 0, fsdp=fsdp, param_bytes=4)
         elif s.command == "rl" and (sh or p["kind"] == "cpu"):
             fsdp, _ = _mesh(c)
             row = estimate.rl(p, sh or {"params": 0, "num_layers": 0, "embed_dim": 0, "num_embed": 0},
-                              steps=c["steps"], batch=c["batch_size"], generations=c["num_generations"],
-                              max_tokens=c["max_tokens"], prompt_tokens=sets.get(s.name + "/prompt_tokens", 256),
-                              lora=c["lora_rank"] > 0,
-                              fsdp=fsdp, param_bytes=4 if c["dtype"] == "float32" else 2)
+                              steps=c.steps, batch=c.batch_size, generations=c.num_generations,
+                              max_tokens=c.max_tokens, prompt_tokens=sets.get(s.name + "/prompt_tokens", 256),
+                              lora=c.lora_rank > 0, fsdp=fsdp, param_bytes=4 if c.dtype == "float32" else 2)
         elif s.command == "filter":
             row = {"seconds": 30.0, "assumes": "verifier ~100k traces/s numeric path + start-up (bench_filter)"}
         elif s.command == "export":
@@ -377,15 +377,16 @@ def run(plan: Plan, *, echo=print) -> bool:
     return r.failures == 0
 
 
-def _train_steps(plan: Plan, c: dict, sets: dict, keep: float) -> int:
-    """Steps of an epoch-based train stage, from the problems generated and an assumed keep rate."""
+def _train_steps(plan: Plan, c, sets: dict, keep: float) -> int:
+    """Steps of an epoch-based train stage (`c`: its config), from the problems generated and an assumed keep
+    rate."""
     examples, tokens = 0, 0.0
     for s in plan.stages:
         if s.command == "generate" and s.name in sets:
-            f = plan.stage(s.name.replace("generate", "filter", 1))
-            per = min(s.config["n"] * keep, f.config["max_per_problem"])
-            ex = sets[s.name].height * per * (1 - f.config["val_fraction"])
+            g, f = s.settings, plan.stage(s.name.replace("generate", "filter", 1)).settings
+            per = min(g.n * keep, f.max_per_problem)
+            ex = sets[s.name].height * per * (1 - f.val_fraction)
             examples += ex
-            tokens += ex * (150 + s.config["max_tokens"] * 0.5)
-    rows = tokens / (c["max_len"] * 0.9) if c["packing"] else examples
-    return max(1, math.ceil(rows * (c.get("epochs") or 1) / c["batch_size"]))
+            tokens += ex * (150 + g.max_tokens * 0.5)
+    rows = tokens / (c.max_len * 0.9) if c.packing else examples
+    return max(1, math.ceil(rows * (c.epochs or 1) / c.batch_size))

@@ -29,7 +29,8 @@ phase is run for the base and the final model and compared in the report.
 Paths the runner owns (`out`, `traces`, `data`, `model` of rl and eval-final) may not be set in the recipe.
 
 Every stage's config is built here, through the same typed checks as `--config` (`cotgen.config.construct`), and
-each Stage holds it (`settings`) beside its TOML-ready values: a bad value is one line naming the recipe, the
+each Stage holds it (`settings`, which the runner writes as the stage's --config file and reads) beside its
+TOML-ready values (`config`, which the stage's record keeps): a bad value is one line naming the recipe, the
 table and the key before anything runs.
 """
 
@@ -69,11 +70,14 @@ class Stage:
     name: str  # unique, e.g. "generate", "generate.gsm8k", "eval-final.math500"
     command: str  # cotgen subcommand, or "problems" / "merge" / "report" (done in-process)
     folder: Path
-    config: dict[str, Any]  # the stage's --config values (paths filled), without resume/overwrite flags
+    # the stage's values as TOML (paths filled; `to_dict(settings)` where it has a config class): what its
+    # record keeps and its identity digests; the in-process steps and export read their values from here
+    config: dict[str, Any]
     after: tuple[str, ...] = ()  # stages whose outputs this one reads
     cls: str | None = None  # "module:Class" of the config dataclass, None for commands without one
     phase: str | None = None
-    # the config dataclass built (and checked) from `config`; None for commands without one
+    # the config dataclass built (and checked) from the recipe: what the runner writes as --config and reads
+    # (backend, mesh, resume), and what the dry-run checks; None for commands without one
     settings: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 

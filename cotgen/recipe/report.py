@@ -16,6 +16,10 @@ from cotgen.io import atomic_path, write_text
 from cotgen.recipe.plan import Plan
 
 HEADLINE = "greedy/pass@1"
+WORK_LINES = (  # the arithmetic of the reasoning (cotgen/verify/steps.py), beside the headline
+    ("greedy/faithful_rate", "Faithful work (right answer, a right arithmetic step and no wrong one)"),
+    ("greedy/wrong_step_rate", "Answers whose reasoning has a false arithmetic step"),
+)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -99,6 +103,13 @@ def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, tim
             if m:
                 lines += [(f"McNemar exact test: base alone right on {m['a_only']}, trained alone on "
                            f"{m['b_only']}, p = {m['p_value']:.3g}."), ""]
+            rows = {r["metric"]: r for r in ph["comparison"]["rows"]}
+            for metric, label in WORK_LINES:
+                if metric in rows:
+                    r = rows[metric]
+                    lines += [(f"{label}: base {100 * r['a']:.1f}% -> trained {100 * r['b']:.1f}% "
+                               f"({100 * r['diff']:+.1f} points, CI [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])."),
+                              ""]
         pb, pf = ph["prompts"]["base"], ph["prompts"]["final"]
         lines += [("Each model is asked the way it answers best: the base model with "
                    f"`{pb.get('prompt_style')}` prompts ({pb.get('prompt_template')}), the trained student with "

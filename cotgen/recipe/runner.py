@@ -21,6 +21,7 @@ cheap and run in-process.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 import tomli_w
 
 from cotgen import __version__
-from cotgen.config import describe_changes
+from cotgen.config import describe_changes, to_dict
 from cotgen.errors import CotgenError
 from cotgen.io import write_text
 from cotgen.recipe.plan import Plan, Stage, digest
@@ -112,19 +113,20 @@ def decide(plan: Plan, stage: Stage, ids: dict[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ commands
 def stage_toml(plan: Plan, stage: Stage, mode: str) -> Path:
-    """Write the stage's --config file (with the resume/overwrite flag a resumed stage needs)."""
-    values = dict(stage.config)
+    """Write the stage's --config file: its typed config, with the resume/overwrite flag a resumed stage needs."""
+    cfg = stage.settings
     if mode == "resume":
-        if stage.command in ("train", "rl", "distill train") and (stage.folder / "config.toml").is_file():
-            values["resume"] = True
-        if stage.command == "filter":
-            values["overwrite"] = True
-    doc = {"cotgen": {"command": stage.command, "recipe": str(plan.recipe), "stage": stage.name}, **values}
+        if hasattr(cfg, "resume") and (stage.folder / "config.toml").is_file():  # train, rl, distill train
+            cfg = dataclasses.replace(cfg, resume=True)
+        if hasattr(cfg, "overwrite"):  # filter
+            cfg = dataclasses.replace(cfg, overwrite=True)
+    doc = {"cotgen": {"command": stage.command, "recipe": str(plan.recipe), "stage": stage.name}, **to_dict(cfg)}
     return write_text(plan.out / "recipe" / f"{stage.name}.toml", tomli_w.dumps(doc))
 
 
 def uses_vllm(stage: Stage) -> bool:
-    return stage.command in ("generate", "eval", "distill logits") and stage.config.get("backend") == "vllm"
+    """generate, eval and distill logits stages with backend = "vllm"."""
+    return getattr(stage.settings, "backend", None) == "vllm"
 
 
 def python_for(plan: Plan, stage: Stage) -> str:
@@ -268,7 +270,7 @@ def preflight(plan: Plan) -> None:
                               "or set backend = \"tunix\"")
     if plan.smoke is not None:
         return
-    meshes = [(s.name, s.config["mesh"]) for s in plan.stages if s.config.get("mesh")]
+    meshes = [(s.name, s.settings.mesh) for s in plan.stages if getattr(s.settings, "mesh", None)]
     if platform == "cpu" and not meshes:
         return
     from cotgen.train.config import parse_mesh

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cotgen.errors import InputError
+from cotgen.io import read_parquet, read_parquet_schema
 
 REQUIRED = ("prompt", "completion")
 SUFFIXES = (".parquet", ".jsonl")
@@ -68,16 +69,13 @@ def read_examples(path: Path) -> Examples:
         return _read_jsonl(path)
     import polars as pl
 
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception as err:  # not Parquet at all
-        raise InputError(path, f"not a readable Parquet file ({type(err).__name__}: {err})") from None
+    schema = read_parquet_schema(path)
     for name in REQUIRED:
         if name not in schema:
             raise InputError(path, f"column is missing (found: {', '.join(schema) or 'none'})", field=name)
         if schema[name] != pl.String:
             raise InputError(path, f"has type {schema[name]}, expected String", field=name)
-    df = pl.read_parquet(path, columns=list(REQUIRED))
+    df = read_parquet(path, columns=list(REQUIRED))
     for name in REQUIRED:
         bad = df.with_row_index().filter(pl.col(name).is_null() | (pl.col(name).str.strip_chars() == ""))
         if bad.height:

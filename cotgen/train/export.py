@@ -40,7 +40,6 @@ from cotgen.models import RUN_COMMANDS
 from cotgen.models.hf import hf_config, to_hf
 
 FORMATS = ("safetensors", "orbax")
-assert set(runs.RUNS) == set(RUN_COMMANDS)
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "added_tokens.json")
 UPSTREAM_NAMES = {"post_attn_norm": "post_attention_norm"}  # Gemma 2: Tunix module name -> upstream name

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -46,13 +47,24 @@ class JsonlBackend:
     (mode, step) each. Values gather in pending rows, from `add` or from the Tunix events `events` keeps
     (`log_scalar`; `events(event)` -> (mode, column) or None), and are appended when `flush` is called (at the
     end of every step) or at `close`; `write` appends a row at once. Partial rows of one step are merged by
-    `read`."""
+    `read`.
+
+    One append handle is kept open between rows and flushed after each one (a row written when a step ends
+    survives a kill); `close` (or leaving a `with` block) closes it, and a later row opens it again. It is
+    reopened too when the path no longer names the open file (`truncate` replaces the file)."""
 
     def __init__(self, path: Path, events: Callable[[str], tuple[str, str] | None] = _name):
         self.path = Path(path)
         self.events = events
         self.pending: dict[tuple[str, int], dict] = {}
+        self._file = None
         self.path.open("a", encoding="utf-8").close()
+
+    def __enter__(self) -> "JsonlBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def log_scalar(self, event: str, value, **kwargs) -> None:
         named = self.events(event)
@@ -64,8 +76,21 @@ class JsonlBackend:
         self.pending.setdefault((mode, step), {}).update(values)
 
     def write(self, mode: str, step: int, values: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "mode": mode, "time": round(time.time(), 3), **values}) + "\n")
+        f = self._handle()
+        f.write(json.dumps({"step": step, "mode": mode, "time": round(time.time(), 3), **values}) + "\n")
+        f.flush()
+
+    def _handle(self):
+        """The open append handle of `path`, (re)opened when there is none or the path names another file."""
+        if self._file is not None:
+            try:
+                if os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path)):
+                    return self._file
+            except FileNotFoundError:
+                pass
+            self._file.close()
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self._file
 
     def flush(self, upto: int | None = None) -> None:
         """Append the pending rows (of steps <= upto; all when None) in step order, skipping empty ones."""
@@ -76,6 +101,9 @@ class JsonlBackend:
 
     def close(self) -> None:
         self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class TensorboardBackend:

@@ -6,6 +6,9 @@ weighted functions handed to Tunix (`fn(prompts, completions, **kw) -> list[floa
   the format the student prompt asks for; a gold the verifier cannot parse ("bad_gold") is never rewarded.
 - format in {0, 1}: the whole completion matches `STUDENT_FORMAT_RE` (one non-empty reasoning block, one
   non-empty answer block, nothing else).
+- work in [0, 1]: the share of the reasoning's checked arithmetic steps that are right (`cotgen.verify.steps`;
+  0 with no checked step), so among correct answers the one whose work holds up earns more. Off by default
+  (weight 0); logged either way.
 - length in [-1, 0]: DAPO's soft over-long penalty (Yu et al. 2025, eq. 13) on the completion's token count L:
   0 up to `max_tokens - buffer`, then falling linearly to -1 at `max_tokens` (a completion cut at the limit).
   Unlike Tunix's DAPO shaping (characters, unbounded below), it is counted in tokens and bounded, which is
@@ -13,9 +16,9 @@ weighted functions handed to Tunix (`fn(prompts, completions, **kw) -> list[floa
   counts in with `set_lengths` before each call; without them L is the re-tokenized text (which can differ
   from the sampled count where decoding is not a bijection, e.g. byte-fallback garbage).
 
-Total = wc * correctness + wf * format + wl * length. A correct completion earns >= wc - wl, a wrong one <=
-wf; `rl_config.check_weights` requires wc > wf + wl, so a well-formatted wrong answer never outscores a
-correct one.
+Total = wc * correctness + wf * format + wl * length + ww * work. A correct completion earns >= wc - wl, a
+wrong one <= wf + ww; `rl_config.check_weights` requires wc > wf + wl + ww, so a well-formatted wrong answer
+with right arithmetic never outscores a correct one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from cotgen.prompts import STUDENT_FORMAT_RE
 from cotgen.train.rl_config import check_weights
 
-COMPONENTS = ("correctness", "format", "length")
+COMPONENTS = ("correctness", "format", "length", "work")
 
 
 def correctness(completions: Sequence[str], golds: Sequence[str], *, strict: bool = True,
@@ -46,6 +49,21 @@ def strict_format(completions: Sequence[str]) -> np.ndarray:
     return np.array([1.0 if STUDENT_FORMAT_RE.match(c or "") else 0.0 for c in completions])
 
 
+def step_work(completions: Sequence[str]) -> np.ndarray:
+    """Share of the checked arithmetic steps in each completion's reasoning (the `<reasoning>` block where there
+    is one, else the whole text) that are right; 0.0 where no step could be checked."""
+    from cotgen.verify.steps import check_work
+
+    out = []
+    for c in completions:
+        text = c or ""
+        start, end = text.find("<reasoning>"), text.find("</reasoning>")
+        work = check_work(text[start + 11:end] if 0 <= start < end else text)
+        checked = work.right + work.wrong
+        out.append(work.right / checked if checked else 0.0)
+    return np.array(out, dtype=np.float64)
+
+
 def overlong_penalty(lengths: Sequence[int], max_tokens: int, buffer: int) -> np.ndarray:
     """0 for L <= max_tokens - buffer, then linear down to -1 at L = max_tokens (and below it, clipped)."""
     excess = (np.asarray(lengths, dtype=np.float64) - (max_tokens - buffer)) / buffer
@@ -57,16 +75,17 @@ class Weights:
     correctness: float = 1.0
     format: float = 0.2
     length: float = 0.1
+    work: float = 0.0
 
     def __post_init__(self):
-        check_weights(self.correctness, self.format, self.length)
+        check_weights(self.correctness, self.format, self.length, self.work)
 
     def total(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         return sum(getattr(self, name) * np.asarray(raw[name], dtype=np.float64) for name in COMPONENTS)
 
 
 class Rewards:
-    """The three components for one run: a shared verifier, the tokenizer for lengths, and a record of the raw
+    """The four components for one run: a shared verifier, the tokenizer for lengths, and a record of the raw
     values of the latest call (`last`) for cotgen's own metrics.
 
     `functions()` gives Tunix one weighted function per component, named after it (Tunix logs each as
@@ -101,6 +120,7 @@ class Rewards:
         return {"correctness": correctness(completions, golds, strict=self.strict, verifier=self.verifier),
                 "format": strict_format(completions),
                 "length": overlong_penalty(tokens, limit, min(self.buffer, limit)),
+                "work": step_work(completions),
                 "tokens": tokens}
 
     def functions(self) -> list[Callable[..., list[float]]]:
@@ -119,5 +139,12 @@ class Rewards:
             self.last["length"] = raw
             return list(self.weights.length * raw)
 
-        correctness_reward.__name__, format_reward.__name__, length_reward.__name__ = COMPONENTS
-        return [correctness_reward, format_reward, length_reward]
+        def work_reward(prompts, completions, **_):
+            raw = step_work(completions)
+            self.last["work"] = raw
+            return list(self.weights.work * raw)
+
+        fns = [correctness_reward, format_reward, length_reward, work_reward]
+        for fn, name in zip(fns, COMPONENTS):
+            fn.__name__ = name
+        return fns

@@ -103,7 +103,7 @@ def build_actor(cfg: RLConfig, loaded, mesh):
     if cfg.lora:
         from cotgen.models import lora
 
-        return lora.adapt(loaded.model, cfg, mesh=mesh), loaded.model
+        return lora.adapt(loaded.model, cfg, mesh=mesh, quantize=False), loaded.model  # no QLoRA in rl
     reference = load_policy(cfg.model, dtype=cfg.dtype, mesh=mesh).model
     return loaded.model, reference
 
@@ -309,6 +309,8 @@ class Monitor:
         limit = self.cfg.eval_max_tokens or self.cfg.max_tokens
         raw = self.rewards.score(texts, self.held_out["answer"].to_list(), max_tokens=limit, lengths=tokens)
         values = {"accuracy": float(raw["correctness"].mean()), "format_rate": float(raw["format"].mean()),
+                  # right answer, and every checked step of its reasoning right (at least one)
+                  "faithful_rate": float(np.mean((raw["correctness"] == 1) & (raw["work"] == 1))),
                   "tokens_mean": float(tokens.mean()), "truncated_frac": float(np.mean(tokens >= limit)),
                   "n": len(texts), "time/eval_s": round(time.perf_counter() - started, 3),
                   "example": texts[0][:300]}
@@ -443,7 +445,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
         rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget),
     )
     verifier = Verifier()
-    rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight),
+    rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight, cfg.work_weight),
                       encode=tokenizer.encode, max_tokens=cfg.max_tokens, buffer=cfg.length_buffer,
                       strict=cfg.strict_answer, verifier=verifier)
     try:

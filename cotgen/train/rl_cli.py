@@ -45,6 +45,8 @@ from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, 
 @flag("--correctness-weight", type=float)
 @flag("--format-weight", type=float, help="Must stay below correctness - length.")
 @flag("--length-weight", type=float, help="Over-long penalty weight.")
+@flag("--work-weight", type=float,
+      help="Weight of the share of right arithmetic steps in the reasoning (cotgen/verify/steps.py).")
 @flag("--strict-answer/--any-answer", "strict_answer",
       help="Read the answer only from <answer>...</answer>, or with the whole extraction ladder.")
 @flag("--pass-rates", type=click.Path(dir_okay=False, path_type=Path),

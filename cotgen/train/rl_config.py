@@ -4,14 +4,16 @@ read).
 Light module (stdlib and light cotgen modules only): the CLI imports it before any heavy library.
 
 Reward weights are checked here so that correctness dominates whatever the weights: with correctness and
-format in {0, 1} and the length penalty in [-1, 0], a correct completion earns at least `wc - wl` and a wrong
-one at most `wf`, so every allowed config has `wc > wf + wl` (all weights >= 0).
+format in {0, 1}, the length penalty in [-1, 0] and the work reward in [0, 1], a correct completion earns at
+least `wc - wl` and a wrong one at most `wf + ww`, so every allowed config has `wc > wf + wl + ww` (all weights
+>= 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 from cotgen.errors import CotgenError
 from cotgen.train.config import DEFAULT_LORA_MODULES, DTYPES, parse_mesh
@@ -31,18 +33,19 @@ RESUMABLE = ("resume", "out", "data_dir", "steps", "eval_every", "save_every", "
              "log_every", "tensorboard")
 
 
-def check_weights(correctness: float, fmt: float, length: float) -> None:
+def check_weights(correctness: float, fmt: float, length: float, work: float = 0.0) -> None:
     """Raise unless a correct completion always outscores a wrong one: all >= 0 and correctness > format +
-    length."""
-    for name, w in (("correctness", correctness), ("format", fmt), ("length", length)):
+    length + work. (Among correct answers, right work then outscores wrong work: the work reward is the share
+    of checked steps that are right.)"""
+    for name, w in (("correctness", correctness), ("format", fmt), ("length", length), ("work", work)):
         if not w >= 0:  # also catches NaN
             raise CotgenError(f"--{name}-weight must be >= 0, got {w}")
-    if not correctness > fmt + length:
+    if not correctness > fmt + length + work:
         raise CotgenError(
             f"reward weights let a wrong answer outscore a correct one: correctness ({correctness}) must "
-            f"exceed format + length ({fmt} + {length} = {fmt + length}); a well-formatted wrong answer "
-            "earns up to the format weight and a correct but over-long, unformatted one as little as "
-            "correctness - length")
+            f"exceed format + length + work ({fmt} + {length} + {work} = {fmt + length + work}); a "
+            "well-formatted wrong answer with right arithmetic earns up to format + work and a correct but "
+            "over-long, unformatted one with no checked step as little as correctness - length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,7 @@ class RLConfig:
     correctness_weight: float = 1.0
     format_weight: float = 0.2
     length_weight: float = 0.1
+    work_weight: float = 0.0  # share of the reasoning's checked arithmetic steps that are right (verify/steps.py)
     length_buffer: int | None = None  # the penalty ramps over the last N tokens before max_tokens; None: 1/4
     strict_answer: bool = True  # correctness reads <answer>...</answer> only; False: the extraction ladder
     # curriculum from pass rates (`cotgen filter`'s pass_rates.parquet: problem_id, pass_rate)
@@ -106,6 +110,9 @@ class RLConfig:
     mesh: str | None = None  # "fsdp=F,tp=T"; None: one device
     seed: int = 0  # data order, held-out choice, LoRA init, rg: generation, and every step's sampling seed
     resume: bool = False
+    # rl trains plain LoRA over an unquantised base (read by cotgen.models.lora.adapt; not options)
+    qlora: ClassVar[bool] = False
+    qlora_tile_size: ClassVar[int] = 64
 
     def __post_init__(self):
         for name in ("out", "data_dir", "pass_rates"):  # TOML gives strings
@@ -164,7 +171,7 @@ class RLConfig:
         if not 1 <= self.length_buffer <= self.max_tokens:
             raise CotgenError(f"--length-buffer must be in [1, max_tokens={self.max_tokens}], "
                               f"got {self.length_buffer}")
-        check_weights(self.correctness_weight, self.format_weight, self.length_weight)
+        check_weights(self.correctness_weight, self.format_weight, self.length_weight, self.work_weight)
         if not 0 <= self.pass_rate_min < self.pass_rate_max <= 1:
             raise CotgenError(f"need 0 <= --pass-rate-min < --pass-rate-max <= 1, got {self.pass_rate_min} "
                               f"and {self.pass_rate_max}")

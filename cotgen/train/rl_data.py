@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from cotgen.errors import CotgenError, InputError
+from cotgen.io import read_parquet
 
 log = logging.getLogger("cotgen.rl")
 
@@ -44,12 +45,7 @@ def _hash_order(ids: list[str], seed: int) -> list[str]:
 def read_pass_rates(path: Path) -> pl.DataFrame:
     """problem_id (String) and pass_rate (Float64) of a pass_rates.parquet (from `cotgen filter` or eval)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "pass-rates file not found")
-    try:
-        df = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(path, f"cannot read as Parquet: {exc}") from exc
+    df = read_parquet(path, missing="pass-rates file not found")
     for name in ("problem_id", "pass_rate"):
         if name not in df.columns:
             raise InputError(path, f"column is missing; columns: {', '.join(df.columns)}", field=name)

@@ -9,7 +9,8 @@ Both the prediction and the gold go through `clean` (LaTeX wrappers), then `add_
   Unicode minus;
 - understood: integers, decimals (`.5`, `0.50`), scientific notation (`1e6`, `1.5 \\times 10^{3}`), fractions
   (`3/4`, `\\frac{3}{4}`, `\\dfrac34`, `\\frac9{19}`, `-\\frac{3}{4}`, `\\frac{-3}{4}`) and a percent sign
-  (`25%`, `25\\%`, "25 percent");
+  (`25%`, `25\\%`, "25 percent"), and a number word after a number ("1.5 million" = 1500000, "2 thousand";
+  thousand to trillion, singular only: "1.5 millions" is not read as one);
 - each value becomes an exact rational `num/den` (Int128; at most 17 digits each, else undecided), and an
   integer value (`1080`, `18.00`, `6.02e23`) also keeps its canonical digits, so integers of any length
   compare exactly.
@@ -57,6 +58,10 @@ UNIT_STOPWORDS = [
     "k",
 ]
 
+# A number word right after a number scales it ("1.5 million", "2 thousand"); plural forms are not numbers
+SCALE_WORDS = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALED = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"  # "1,500", "1.5", ".5"
+
 _DECIMAL = (
     r"^(?<sign>[-+]?)(?<int>\d*)(?:\.(?<frac>\d*))?"
     r"(?:[eE](?<e1>[-+]?\d{1,3})|\s*(?:\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*(?<e2>[-+]?\d{1,3})\s*\}?)?$"
@@ -93,7 +98,10 @@ def _strip_units(df: pl.DataFrame | pl.LazyFrame, c: str) -> pl.DataFrame | pl.L
     e = e.str.replace_all(r"\\\$|\$|€|£|¥", "").str.replace(r"^([-+]?)\s*(?:USD|US\$|Rs\.?)\s*", "$1")
     for _ in range(2):
         e = e.str.replace(r"\s*\\(?:text|textrm|mathrm|mbox)\s*\{[^{}]*\}\s*$", "")
-    df = df.with_columns(e.str.strip_chars().alias(c))
+    e = e.str.strip_chars()
+    for word, exp in SCALE_WORDS.items():  # "1.5 million" -> "1.5e6" (before "million" reads as a unit)
+        e = e.str.replace(rf"(?i)^({_SCALED})\s*{word}\b", f"${{1}}e{exp}")
+    df = df.with_columns(e.alias(c))
     df = df.with_columns(
         col.str.extract(r"^.*?[\d}]\.?\s*([A-Za-z][A-Za-z ./]*(?:\^?[23]|²|³)?)$", 1).alias("_unit")
     )
@@ -112,7 +120,7 @@ def _strip_units(df: pl.DataFrame | pl.LazyFrame, c: str) -> pl.DataFrame | pl.L
         .str.replace(r"^[A-Za-z]\w*\s*=\s*([^=]*)$", "$1")
         .alias(c)
     ).drop("_unit")
-    sep = col.str.contains(r"^[-+]?\d{1,3}(?:[, ]\d{3})+(?:\.\d*)?$")
+    sep = col.str.contains(r"^[-+]?\d{1,3}(?:[, ]\d{3})+(?:\.\d*)?(?:e\d{1,2})?$")
     df = df.with_columns(pl.when(sep).then(col.str.replace_all(r"[, ]", "")).otherwise(col).alias(c))
     return df.with_columns(col.str.replace(r"^([-+])\s+", "$1").str.replace(r"(\d)\.$", "$1").alias(c))
 

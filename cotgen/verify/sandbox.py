@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from cotgen.config import MAX_WORKERS  # the one bound, shared with the typed configs
+from cotgen import MAX_WORKERS  # the one bound, shared with the typed configs (cotgen.config.LIMITS)
 from cotgen.errors import CotgenError
 
 Outcome = tuple[str, Any]  # (status, value): ok | timeout | memory | crash | error
@@ -61,9 +61,9 @@ def _nesting(text: str) -> tuple[int, int]:
     """(deepest nesting of all brackets, deepest nesting of bare groups). A `{` that follows a command,
     `}`, `]`, `^` or `_` is an argument (`\\frac{1}{2}`, `x^{2}`); any other `(`, `[`, `{` or `\\{` is a bare
     group. math-verify's parser slows down about 1.4x per level of bare groups (12 levels: seconds), while
-    arguments nest cheaply."""
+    arguments nest cheaply. One pass: the open bare groups are counted as they open and close."""
     stack: list[bool] = []  # True: a bare group
-    deepest = bare = 0
+    deepest = bare = open_bare = 0
     prev = ""  # the last non-space character before this one
     i = 0
     while i < len(text):
@@ -75,10 +75,11 @@ def _nesting(text: str) -> tuple[int, int]:
             is_bare = c in "([" or not (prev.isalpha() or prev in "}]^_")
         if c in "([{":
             stack.append(is_bare)
+            open_bare += is_bare
             deepest = max(deepest, len(stack))
-            bare = max(bare, sum(stack))
+            bare = max(bare, open_bare)
         elif c in ")]}" and stack:
-            stack.pop()
+            open_bare -= stack.pop()
         if not c.isspace():
             prev = c
         i += 1

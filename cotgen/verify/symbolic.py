@@ -4,7 +4,9 @@
 timeout.
 
 - Both sides are screened (`sandbox.screen`) and wrapped before `parse`: in `\\boxed{...}` when the braces
-  balance, else in `$...$` (math-verify returns nothing for bare LaTeX such as `\\sqrt{8}`).
+  balance, else in `$...$` (math-verify returns nothing for bare LaTeX such as `\\sqrt{8}`). The Verifier has
+  screened them already before sending; the worker screens again because `check` is reachable without it (any
+  `WorkerPool("cotgen.verify.symbolic:check")`, or a direct call), and the screen is cheap next to `parse`.
 - Only `LatexExtractionConfig` is used: LaTeX goes through latex2sympy's ANTLR parser, never through sympy's
   `parse_expr` (which calls `eval`), so model text is never executed even inside the sandbox.
 - `verify(gold, pred, allow_set_relation_comp=True)`: `x \\le 3` matches `(-\\infty, 3]`; other options are

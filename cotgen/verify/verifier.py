@@ -64,12 +64,22 @@ class Verifier:
         self.symbolic_pairs = 0  # unique pairs sent to the workers so far
 
     def _symbolic(self, pairs: list[tuple[str | None, str]]) -> list[str]:
+        """Statuses of unique (pred, gold) pairs: screened here (each distinct text once: many predictions
+        share a gold), the rest checked in the workers, which screen again (`symbolic.check` is also a
+        WorkerPool target of its own)."""
         statuses: list[str | None] = [None] * len(pairs)
         send = []
+        reasons: dict[str, str | None] = {}
+
+        def screened(text: str) -> str | None:
+            if text not in reasons:
+                reasons[text] = screen(text)
+            return reasons[text]
+
         for i, (pred, gold) in enumerate(pairs):
-            if gold is None or not gold.strip() or screen(gold):
+            if gold is None or not gold.strip() or screened(gold):
                 statuses[i] = "bad_gold"
-            elif pred is not None and screen(pred):
+            elif pred is not None and screened(pred):
                 statuses[i] = "rejected"
             else:
                 send.append(i)
