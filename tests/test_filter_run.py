@@ -387,9 +387,11 @@ def test_require_work_drops_false_arithmetic(tmp_path):
     assert loose["funnel"]["kept"] == 3 and strict["funnel"]["kept"] == 1
     assert strict["funnel"]["passed_filters"] == 3 and strict["funnel"]["work_ok"] == 1
     assert strict["drop_reasons"]["bad_work"] == 2
-    work = loose["work"]["correct_traces"]
+    work = loose["work"]["kept"]  # without --require-work only the kept traces are checked
     assert (work["traces"], work["with_wrong_step"], work["without_checked_step"], work["work_ok"]) == (3, 1, 1, 1)
-    assert loose["work"]["kept"]["steps"] == {"right": 3, "wrong": 1, "unchecked": 0}
+    assert work["steps"] == {"right": 3, "wrong": 1, "unchecked": 0}
+    assert set(loose["work"]) == {"kept"}
+    assert strict["work"]["checked_before_require_work"]["traces"] == 3 and strict["work"]["kept"]["work_ok"] == 1
     train = pl.read_parquet(tmp_path / "loose" / "train.parquet").sort("sample_idx")
     assert train.select("steps_right", "steps_wrong").rows() == [(2, 0), (1, 1), (0, 0)]
     assert "Arithmetic steps" in (tmp_path / "data" / "summary.md").read_text()

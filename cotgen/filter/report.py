@@ -68,7 +68,7 @@ def stats(
             "path": _counts(rows["path"]),
             "symbolic_unique_pairs": symbolic_pairs,
         },
-        "work": _work(rows),
+        "work": _work(rows, pl.concat([train, val])),
         "skipped": skipped,
         "reference_fallback": references,
         "problems": {
@@ -92,12 +92,16 @@ def stats(
     }
 
 
-def _work(rows: pl.DataFrame) -> dict:
-    """The arithmetic steps of the correct traces and of the kept ones (`cotgen.verify.steps`): traces with a
-    wrong step, traces with no checked step, step counts by verdict."""
+def _work(rows: pl.DataFrame, records: pl.DataFrame) -> dict:
+    """The arithmetic steps (`cotgen.verify.steps`) of the kept traces (the records, reference solutions
+    included) and, when --require-work checked them, of every trace still in the running before it: traces with
+    a wrong step, traces with no checked step, work ok, step counts by verdict."""
     out = {}
-    for name, where in (("correct_traces", pl.col("correct")), ("kept", pl.col("kept"))):
-        df = rows.lazy().filter(where).select("steps_right", "steps_wrong", "steps_unchecked").collect()
+    checked = rows.filter(pl.col("steps_right").is_not_null())
+    for name, df in (("checked_before_require_work", checked), ("kept", records)):
+        if name != "kept" and checked.height == 0:
+            continue
+        df = df.select("steps_right", "steps_wrong", "steps_unchecked")
         out[name] = {
             "traces": df.height,
             "with_wrong_step": int((df["steps_wrong"] > 0).sum()),

@@ -573,7 +573,10 @@ def add_work(df, text: str, where=None, *, require: bool = False):
     read, when `require`."""
     import polars as pl
 
-    mask = [True] * df.height if where is None else df.select(where).to_series().fill_null(False).to_list()
+    if where is None:
+        mask = [True] * df.height
+    else:  # with_columns broadcasts a literal to the frame's height
+        mask = df.with_columns(where.alias("_work_mask"))["_work_mask"].fill_null(False).to_list()
     works = [check_work(t) if m else None for t, m in zip(df[text].to_list(), mask)]
     counts = {name: pl.Series(name, [None if w is None else getattr(w, attr) for w in works], dtype=pl.Int32)
               for name, attr in zip(WORK_COLUMNS, ("right", "wrong", "unchecked"))}
