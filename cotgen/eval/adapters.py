@@ -38,14 +38,14 @@ def judge(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def add_work(df: pl.DataFrame, reasoning: pl.Series | None = None) -> pl.DataFrame:
-    from cotgen.verify.steps import WORK_COLUMNS
+    from cotgen.verify.steps import WORK_COLUMNS, work_ok_expr
     from cotgen.verify.steps import add_work as steps_of
 
     if reasoning is None:
         reasoning = add_format(df.select("completion"))["reasoning"]
     text = pl.coalesce(pl.lit(reasoning), pl.col("completion")).alias("_work_text")
     out = steps_of(df.with_columns(text), "_work_text").drop("_work_text", "bad_work")
-    return out.with_columns(work_ok=(pl.col("steps_wrong") == 0) & (pl.col("steps_right") > 0),
+    return out.with_columns(work_ok=work_ok_expr(),
                             *(pl.col(c).cast(pl.Int32) for c in WORK_COLUMNS))
 
 

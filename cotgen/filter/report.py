@@ -15,6 +15,7 @@ import polars as pl
 
 from cotgen.filter.quality import FILTERS
 from cotgen.io import atomic_path, write_text
+from cotgen.verify.steps import work_ok_expr
 
 STAGES = (
     ("gold_ok", ("bad_gold",)),
@@ -106,7 +107,7 @@ def _work(rows: pl.DataFrame, records: pl.DataFrame) -> dict:
             "traces": df.height,
             "with_wrong_step": int((df["steps_wrong"] > 0).sum()),
             "without_checked_step": int(((df["steps_right"] + df["steps_wrong"]) == 0).sum()),
-            "work_ok": int(((df["steps_wrong"] == 0) & (df["steps_right"] > 0)).sum()),
+            "work_ok": int(df.select(work_ok_expr().sum()).item()),
             "steps": {k: int(df[f"steps_{k}"].sum()) for k in ("right", "wrong", "unchecked")},
         }
     return out

@@ -567,6 +567,13 @@ def _bounded(q: Fraction) -> Fraction:
 WORK_COLUMNS = ("steps_right", "steps_wrong", "steps_unchecked")
 
 
+def work_ok_expr():
+    """`Work.ok()` over the count columns, as a Polars expression: a right step and no wrong one."""
+    import polars as pl
+
+    return (pl.col("steps_wrong") == 0) & (pl.col("steps_right") > 0)
+
+
 def add_work(df, text: str, where=None, *, require: bool = False):
     """`df` (a Polars frame) with the step counts of column `text` (null where `where`, a Boolean expression, is
     false: only the rows that can still be kept are read) and `bad_work`: no right step or a wrong one, on rows
