@@ -218,6 +218,17 @@ class Monitor:
         cluster.generate = self._timed(cluster.generate, "rollout", train_only=True, after=self._lengths)
         cluster.get_ref_per_token_logps = self._timed(cluster.get_ref_per_token_logps, "ref_logps")
         cluster.update_actor = self._timed(cluster.update_actor, "update", after=self._after_update)
+        self._sync_s: float | None = None  # the weight sync after the last update (vLLM rollouts only)
+        sync = cluster.sync_weights
+
+        @functools.wraps(sync)
+        def timed_sync(*args, **kwargs):
+            started = time.perf_counter()
+            out = sync(*args, **kwargs)
+            self._sync_s = time.perf_counter() - started
+            return out
+
+        cluster.sync_weights = timed_sync
 
     def _timed(self, fn, phase: str, *, train_only: bool = False, after=None):
         import jax
@@ -251,12 +262,14 @@ class Monitor:
         if (self.step - 1) % self.cfg.eval_every == 0:
             self.evaluate(self.step - 1)
         self.times = {}
+        if self._sync_s is not None:  # the sync that brought this rollout the last update's weights
+            self.times["sync"], self._sync_s = self._sync_s, None
         seed = step_seed(self.cfg.seed, self.step)
         from tunix.rl.rl_cluster import Mode
 
         self.cluster.get_rollout_config(Mode.TRAIN).seed = seed  # read by every generate call of this step
         self.metrics.add("train", self.step, {"seed": seed})
-        self._started = time.perf_counter()
+        self._started = time.perf_counter() - self.times.get("sync", 0.0)
 
     def after_rollout(self, example=None) -> None:
         raw = self.rewards.last
@@ -286,10 +299,10 @@ class Monitor:
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps or self.step == 1:
             shown = [row.get(k, float("nan")) for k in ("reward", "reward/correctness", "reward/format",
                                                         "reward/length", "completions/tokens_mean")]
-            phases = [self.times.get(k, 0.0) for k in ("rollout", "ref_logps", "reward", "update")]
+            phases = [self.times.get(k, 0.0) for k in ("rollout", "ref_logps", "reward", "update", "sync")]
             log.info("step %d/%d  reward %.3f (correct %.2f, format %.2f, length %.3f)  %.1f tokens  "
-                     "%.1f s (rollout %.1f, ref %.1f, reward %.1f, update %.1f)", self.step, self.cfg.steps,
-                     *shown, step_s, *phases)
+                     "%.1f s (rollout %.1f, ref %.1f, reward %.1f, update %.1f, sync %.1f)", self.step,
+                     self.cfg.steps, *shown, step_s, *phases)
         for fn in self.callbacks:
             fn(self, self.step)
 
@@ -345,7 +358,45 @@ def make_learner(cfg: RLConfig, cluster, reward_fns):
     return learner_cls(rl_cluster=cluster, algo_config=algo, reward_fns=reward_fns)
 
 
-def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None, prompt_tokens: int):
+def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
+    """cotgen's vLLM rollout engine for this run (CPU, GPU): a functools.partial Tunix builds as it builds its
+    own engines (`ClusterConfig.rollout_engine`)."""
+    from cotgen.train import vllm_rollout
+
+    eval_tokens = cfg.eval_max_tokens or cfg.max_tokens
+    max_len = prompt_tokens + max(cfg.max_tokens, eval_tokens) + 8
+    seqs = max(cfg.batch_size * cfg.num_generations, min(cfg.eval_size, 256), 1)
+    # the actor's dtype on CPU (this machine's CPUs have no bf16 matmul units: vLLM decodes 2.5x faster in
+    # float32 than in bfloat16 here), bfloat16 on GPU
+    dtype = cfg.dtype if vllm_rollout.on_cpu() else "bfloat16"
+    c = loaded.config
+    kv = vllm_rollout.kv_cache_bytes(seqs, max_len, layers=c.num_layers, kv_heads=c.num_kv_heads,
+                                     head_dim=c.head_dim, dtype_bytes=4 if dtype == "float32" else 2)
+    share = vllm_rollout.gpu_utilization_from_env()
+    if share is not None:
+        import torch
+
+        n_params = sum(int(np.prod(w.shape)) for w in jax_leaves(loaded.model))
+        vllm_rollout.check_gpu_fit(torch.cuda.mem_get_info()[1], share, weight_bytes=2 * n_params,
+                                   kv_bytes=kv)
+    folder = vllm_rollout.write_config(loaded, cfg.out / "vllm-rollout", dtype)
+    spec = vllm_rollout.EngineSpec(
+        folder=folder, max_model_len=max_len, max_num_seqs=seqs, dtype=dtype, seed=cfg.seed,
+        lora=(cfg.lora_alpha, cfg.lora_rank) if cfg.lora else None, seeding=cfg.rollout_seeding,
+        enforce_eager=cfg.rollout_eager, kv_cache_bytes=kv if vllm_rollout.on_cpu() else None,
+        gpu_memory_utilization=share)
+    return functools.partial(vllm_rollout.make_class(), engine=spec)
+
+
+def jax_leaves(model):
+    import jax
+    from flax import nnx
+
+    return jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None, prompt_tokens: int,
+                    tpu: bool = False):
     """{TRAIN: sampling at the temperature, EVAL: greedy} Tunix RolloutConfigs; prompts left-padded to
     `prompt_tokens`."""
     from tunix.rl.rl_cluster import Mode
@@ -354,7 +405,7 @@ def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | No
     eval_tokens = cfg.eval_max_tokens or cfg.max_tokens
     cache = prompt_tokens + max(cfg.max_tokens, eval_tokens)
     common = dict(max_prompt_length=prompt_tokens, kv_cache_size=cache, eos_tokens=list(stops))
-    if cfg.rollout == "vllm":
+    if cfg.rollout == "vllm" and tpu:  # Tunix's own engine (tpu-inference); cotgen's reads none of these
         common.update(rollout_vllm_model_version=str(model_path), rollout_vllm_init_with_random_weights=False)
     train = RolloutConfig(max_tokens_to_generate=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                           top_k=cfg.top_k, seed=step_seed(cfg.seed, 1), **common)
@@ -374,6 +425,10 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     fp = fingerprint(data)
     resuming = runs.check_out(cfg, fp, "rl")
 
+    if cfg.rollout == "vllm":  # before JAX starts: on a GPU it would take 75% of the device
+        from cotgen.train import vllm_rollout
+
+        vllm_rollout.prepare_gpu(cfg.rollout_gpu_share)
     import jax
     import orbax.checkpoint as ocp
     from tunix.rl import rl_cluster as rl_cluster_lib
@@ -439,10 +494,13 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
         pbar_description=f"cotgen rl ({cfg.algo}, {cfg.method})",
     )
     roles = rl_cluster_lib.Role
+    engine = cfg.rollout
+    if cfg.rollout == "vllm" and jax.default_backend() != "tpu":
+        engine = vllm_engine(cfg, loaded, budget)
     cluster_config = rl_cluster_lib.ClusterConfig(
         role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
-        rollout_engine=cfg.rollout, offload_to_cpu=False, training_config=training_config,
-        rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget),
+        rollout_engine=engine, offload_to_cpu=False, training_config=training_config,
+        rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget, jax.default_backend() == "tpu"),
     )
     verifier = Verifier()
     rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight, cfg.work_weight),
@@ -472,6 +530,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
             done = cluster.actor_trainer.train_steps
             metrics.flush()
             monitor.evaluate(done)
+            engine_stats = rollout_stats(cluster.rollout)
     finally:
         train_metrics.unregister(backends)
         for backend in backends:  # the JSONL writer flushes its pending rows
@@ -482,9 +541,23 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     plot_rewards(rows, cfg.out / "rewards.png", title=f"{cfg.model} {cfg.algo} ({cfg.method})")
     state.update(status="done", final_step=done, resumed_from=start,
                  wall_s=round(time.perf_counter() - wall, 1),
-                 checkpoint=str(cfg.out / "checkpoints" / "actor" / str(done)), **summarize(rows))
+                 checkpoint=str(cfg.out / "checkpoints" / "actor" / str(done)), rollout_engine=engine_stats,
+                 **summarize(rows))
     runs.write_state(cfg.out, state)
     return state
+
+
+def rollout_stats(rollout) -> dict:
+    """The rollout engine's start-up and weight syncs (cotgen's vLLM engine); {"name": ...} for the others."""
+    syncs = getattr(rollout, "syncs", None)
+    if syncs is None:
+        return {"name": type(rollout).__name__}
+    later = syncs[1:] or syncs
+    return {"name": "vllm", "startup_s": round(rollout.startup_s, 2), "syncs": len(syncs),
+            "first_sync_s": round(syncs[0]["seconds"], 3),
+            "sync_s_median": round(float(np.median([s["seconds"] for s in later])), 3),
+            "sync_bytes": later[-1]["bytes"], "sync_tensors": later[-1]["tensors"],
+            "sync_rss_growth_bytes_max": int(max(s["rss_growth_bytes"] for s in later))}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -494,7 +567,7 @@ def summarize(rows: list[dict]) -> dict:
     evals = [r for r in rows if r["mode"] == "eval"]
     steady = [r for r in train if r["step"] > 1] or train
     split = {}
-    for phase in ("rollout", "ref_logps", "reward", "update", "step"):
+    for phase in ("rollout", "ref_logps", "reward", "update", "sync", "step"):
         values = [r[f"time/{phase}_s"] for r in steady if f"time/{phase}_s" in r]
         if values:
             split[phase] = round(float(np.median(values)), 3)

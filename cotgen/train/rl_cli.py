@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cotgen.config import defaults_from, flag
-from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, ROLLOUTS
+from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, ROLLOUT_SEEDINGS, ROLLOUTS
 
 
 @defaults_from("cotgen.train.rl_config:RLConfig")
@@ -41,7 +41,14 @@ from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, 
 @flag("--prompt-style", type=click.Choice(PROMPT_STYLES),
       help="chat: the student prompt in a Gemma turn; plain: the same text without the turn.",
       unset="plain for base models, chat for trained students")
-@flag("--rollout", type=click.Choice(ROLLOUTS), help="vanilla: Tunix's sampler; vllm: TPU only.")
+@flag("--rollout", type=click.Choice(ROLLOUTS), help="vanilla: Tunix's sampler; vllm: one in-process vLLM "
+      "engine, the policy's weights pushed into it after every update (CPU, GPU; TPU through tpu-inference).")
+@flag("--rollout-seeding", type=click.Choice(ROLLOUT_SEEDINGS),
+      help="vllm: request (each completion its own seed: the same samples on resume) or engine (faster on CPU).")
+@flag("--rollout-eager/--rollout-compiled", "rollout_eager",
+      help="vllm: eager (fast start-up) or torch.compile'd decoding.")
+@flag("--rollout-gpu-share", type=float,
+      help="vllm on GPU: vLLM's share of the device (gpu_memory_utilization); JAX gets 0.95 minus it.")
 @flag("--correctness-weight", type=float)
 @flag("--format-weight", type=float, help="Must stay below correctness - length.")
 @flag("--length-weight", type=float, help="Over-long penalty weight.")

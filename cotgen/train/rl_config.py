@@ -20,6 +20,7 @@ from cotgen.train.config import DEFAULT_LORA_MODULES, DTYPES, parse_mesh
 
 ALGOS = ("grpo", "gspo", "drgrpo", "dapo")
 ROLLOUTS = ("vanilla", "vllm")
+ROLLOUT_SEEDINGS = ("request", "engine")
 PROMPT_STYLES = ("chat", "plain")
 ORDERS = ("shuffle", "easy_first")
 # Tunix's per-token KL estimators: low_var_kl is Schulman's k3, (r - 1) - log r with r = ref/policy, the one
@@ -30,7 +31,7 @@ KL_ESTIMATORS = ("low_var_kl", "kl", "mse_kl")
 # Fields that may change between a run and its --resume: they change neither the batches nor the updates of
 # the steps already taken (the learning rate is constant after warm-up, so --steps may grow).
 RESUMABLE = ("resume", "out", "data_dir", "steps", "eval_every", "save_every", "keep_checkpoints",
-             "log_every", "tensorboard")
+             "log_every", "tensorboard", "rollout_eager", "rollout_gpu_share")
 
 
 def check_weights(correctness: float, fmt: float, length: float, work: float = 0.0) -> None:
@@ -84,7 +85,12 @@ class RLConfig:
     top_p: float = 1.0
     top_k: int | None = None
     prompt_style: str | None = None  # chat | plain; None: plain for base models, chat for trained students
-    rollout: str = "vanilla"  # vanilla (Tunix sampler, any backend) | vllm (TPU through tpu-inference)
+    # vanilla (Tunix's sampler, any platform) | vllm (CPU/GPU: cotgen's in-process vLLM engine with the weights
+    # synced every step, cotgen.train.vllm_rollout; TPU: Tunix's own, through tpu-inference)
+    rollout: str = "vanilla"
+    rollout_seeding: str = "request"  # vllm: request (request i seeded with the step seed + i) | engine (faster)
+    rollout_eager: bool = True  # vllm: no torch.compile (start-up ~16 s instead of ~60 s on CPU)
+    rollout_gpu_share: float = 0.3  # vllm on GPU: vLLM's share of the device; XLA gets 0.95 - this
     # rewards (see the module docstring for the dominance rule)
     correctness_weight: float = 1.0
     format_weight: float = 0.2
@@ -122,6 +128,9 @@ class RLConfig:
             raise CotgenError(f"unknown --algo {self.algo!r}; known: {', '.join(ALGOS)}")
         if self.rollout not in ROLLOUTS:
             raise CotgenError(f"unknown --rollout {self.rollout!r}; known: {', '.join(ROLLOUTS)}")
+        if self.rollout_seeding not in ROLLOUT_SEEDINGS:
+            raise CotgenError(f"unknown --rollout-seeding {self.rollout_seeding!r}; "
+                              f"known: {', '.join(ROLLOUT_SEEDINGS)}")
         if self.prompt_style is not None and self.prompt_style not in PROMPT_STYLES:
             raise CotgenError(f"unknown --prompt-style {self.prompt_style!r}; "
                               f"known: {', '.join(PROMPT_STYLES)}")

@@ -1,5 +1,7 @@
 """Which Tunix rollout engine can sample which Gemma family on which platform, asked of the pinned Tunix.
 
+On CPU and GPU, "vllm" is cotgen's own engine (`cotgen.train.vllm_rollout`: one in-process `vllm.LLM`, weights
+synced every step), which samples both families. On TPU,
 Tunix 0.1.7 (`tunix/rl/rl_cluster.py`) builds "vanilla" (its own JAX sampler, any platform, any nnx LM) itself;
 "vllm" and "sglang_jax" go through `VllmRollout` / `SglangJaxRollout`, which import tpu-inference /
 sglang-jax (TPU only) and build their weight map with `MappingConfig.build(model=...)`, i.e.
@@ -36,9 +38,11 @@ def problem(engine: str, family: str, platform: str) -> str | None:
         return f"unknown model family {family!r}; known: {', '.join(TUNIX)}"
     if engine == "vanilla":
         return None
+    if engine == "vllm" and platform in ("cpu", "gpu"):
+        return None  # cotgen's own engine (cotgen.train.vllm_rollout): any family vLLM and cotgen's export know
     if platform != "tpu":
-        return (f"rollout = {engine!r} runs through {'tpu-inference' if engine == 'vllm' else 'sglang-jax'}, "
-                f"which Tunix supports on TPU only; this target is {platform}: use rollout = \"vanilla\"")
+        return (f"rollout = {engine!r} runs through sglang-jax, which Tunix supports on TPU only; this target is "
+                f"{platform}: use rollout = \"vanilla\" or \"vllm\"")
     if not has_mapping(family):
         tunix = TUNIX[family]
         return (f"rollout = {engine!r}: Tunix's {tunix.class_name} (tunix.models.{tunix.package}.model) has no "
