@@ -1,4 +1,9 @@
-"""Benchmark `cotgen rl`: a few GRPO steps of a model, and where each step's time goes.
+"""Benchmark `cotgen rl`: a few GRPO steps of a model with each rollout engine, and where each step's time goes.
+
+Each engine of `--rollouts` (default: vanilla, Tunix's sampler; vllm, cotgen's in-process vLLM engine with a
+weight sync after every update) runs the same configuration (model, problems, seed, batch, G, lengths, LoRA,
+dtype) in its own fresh process, one after the other; the summary prints each phase's median per engine and
+the vanilla / vllm ratios (> 1: vLLM is faster), plus the held-out accuracy at the start and the end.
 
 Runs `cotgen.train.rl.run` (the same code as the CLI) and reads its metrics.jsonl: per step, wall time split
 into rollout (Tunix sampler: prefill + decode of batch x G completions), reference log-probs (a forward pass
@@ -6,8 +11,9 @@ of the reference model over prompt + completion), rewards (extraction + verifica
 (forward + backward + AdamW); the first step includes JIT compilation, so the summary takes the median of the
 later ones.
 
-    flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_rl.py --model gemma-3-270m --steps 3 \\
-        --source rg:basic_arithmetic --max-tokens 64 --out /tmp/bench_rl.json
+    flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_rl.py --model gemma-3-270m --steps 5 \\
+        --source rg:chain_sum:min_terms=2,max_terms=3,max_digits=2 -G 4 --batch-size 2 --max-tokens 96 \\
+        --out /tmp/bench_rl.json
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import logging
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-PHASES = ("rollout", "ref_logps", "reward", "update", "step")
+PHASES = ("rollout", "ref_logps", "reward", "update", "sync", "step")
 
 
 def main() -> None:
@@ -31,17 +39,25 @@ def main() -> None:
     ap.add_argument("--source", default="rg:basic_arithmetic")
     ap.add_argument("--algo", default="grpo")
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--num-generations", type=int, default=2)
+    ap.add_argument("--rollouts", default="vanilla,vllm",
+                    help="engines to compare, each in its own process; vllm:engine = vllm with engine seeding")
+    ap.add_argument("--rollout-seeding", default="request")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one engine and write its JSON to --out
+    ap.add_argument("--num-generations", "-G", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-prompt-tokens", type=int, default=128)
+    ap.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the longest prompt rounded up to 64")
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--eval-size", type=int, default=4)
+    ap.add_argument("--eval-every", type=int, default=None, help="default: only before and after")
     ap.add_argument("--any-answer", action="store_true", help="correctness from the whole extraction ladder")
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="keep the run here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
+    if args.arm is None:
+        return compare(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("jax", "absl", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -62,7 +78,10 @@ def main() -> None:
                    steps=args.steps, num_generations=args.num_generations, batch_size=args.batch_size,
                    max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                    lora_rank=args.lora_rank, eval_size=args.eval_size,
-                   eval_every=args.steps, save_every=args.steps, strict_answer=not args.any_answer)
+                   eval_every=args.eval_every or args.steps, save_every=args.steps,
+                   strict_answer=not args.any_answer, rollout=args.arm.split(":")[0],
+                   rollout_seeding=args.arm.split(":")[1] if ":" in args.arm else args.rollout_seeding,
+                   seed=args.seed)
     started = time.perf_counter()
     state = run(cfg)
     wall = time.perf_counter() - started
@@ -75,7 +94,7 @@ def main() -> None:
                  "reward": r["reward"], "correct": r["reward/correctness"], "format": r["reward/format"],
                  "kl": r.get("actor/kl"), "tokens": r["completions/tokens_mean"]} for r in train]
     later = per_step[1:] or per_step
-    median = {f"{p}_s": round(statistics.median(s[f"{p}_s"] for s in later), 3) for p in PHASES}
+    median = {f"{p}_s": round(statistics.median(s[f"{p}_s"] or 0.0 for s in later), 3) for p in PHASES}
     share = {p: round(median[f"{p}_s"] / median["step_s"], 3) for p in PHASES if p != "step"}
     result = {
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
@@ -88,7 +107,8 @@ def main() -> None:
         "share_of_step": share,
         "eval": [{k: r[k] for k in ("step", "accuracy", "format_rate", "tokens_mean", "time/eval_s")}
                  for r in evals],
-        "run": {k: state[k] for k in ("final_step", "data", "prompt_style")},
+        "run": {k: state[k] for k in ("final_step", "data", "prompt_style", "rollout_engine", "wall_s")},
+        "peak_rss_gib": round(peak_rss() / 2**30, 2),
     }
     text = json.dumps(result, indent=2)
     print(text)
@@ -96,6 +116,56 @@ def main() -> None:
         args.out.write_text(text + "\n")
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def compare(args) -> None:
+    """Run every engine of --rollouts in its own process on the same configuration; print the ratios."""
+    arms = [a for a in args.rollouts.split(",") if a]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_rl.") as tmp:
+        for arm in arms:
+            out = Path(tmp) / f"{arm.replace(':', '-')}.json"
+            argv = [a for a in sys.argv[1:]]
+            for flag in ("--out", "--run-dir"):  # each arm writes its own JSON, in its own run folder
+                while flag in argv:
+                    i = argv.index(flag)
+                    del argv[i:i + 2]
+            run_dir = (args.run_dir if args.run_dir else Path(tmp)) / arm.replace(":", "-")
+            cmd = [sys.executable, __file__, *argv, "--arm", arm, "--out", str(out), "--run-dir", str(run_dir)]
+            print(f"== {arm}: {' '.join(cmd[1:])}", flush=True)
+            started = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            results[arm] = json.loads(out.read_text())
+            results[arm]["process_wall_s"] = round(time.perf_counter() - started, 1)
+    summary = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir", "arm")},
+               "arms": results}
+    for arm in [a for a in results if a.startswith("vllm")] if "vanilla" in results else []:
+        a, b = results["vanilla"]["median_after_first_s"], results[arm]["median_after_first_s"]
+        ratios = {p: round(a[f"{p}_s"] / b[f"{p}_s"], 2) if b[f"{p}_s"] else None
+                  for p in PHASES if a[f"{p}_s"] or b[f"{p}_s"]}
+        ratios["process_wall"] = round(results["vanilla"]["process_wall_s"] / results[arm]["process_wall_s"], 2)
+        summary[f"vanilla_over_{arm}"] = ratios
+    lines = [f"{'phase (median s)':<18}" + "".join(f"{arm:>12}" for arm in results)]
+    for p in PHASES:
+        lines.append(f"{p:<18}" + "".join(f"{r['median_after_first_s'][f'{p}_s']:>12.2f}" for r in results.values()))
+    lines.append(f"{'process wall':<18}" + "".join(f"{r['process_wall_s']:>12.1f}" for r in results.values()))
+    lines.append(f"{'peak RSS GiB':<18}" + "".join(f"{r['peak_rss_gib']:>12.2f}" for r in results.values()))
+    for arm, r in results.items():
+        lines.append(f"{arm}: held-out accuracy " + ", ".join(f"{e['accuracy']:.3f}@{e['step']}" for e in r["eval"])
+                     + "; reward " + ", ".join(f"{s['reward']:.3f}" for s in r["per_step"]))
+    for key in [k for k in summary if k.startswith("vanilla_over_")]:
+        lines.append(f"vanilla / {key[len('vanilla_over_'):]}: "
+                     + ", ".join(f"{k} {v}x" for k, v in summary[key].items()))
+    print("\n".join(lines))
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def test_rollout_engines_are_asked_of_the_pinned_tunix():
     for family in ("gemma3", "gemma2"):
         for platform in ("cpu", "gpu", "tpu"):
             assert rollouts.problem("vanilla", family, platform) is None
-        assert "TPU only" in rollouts.problem("vllm", family, "gpu")
+        for platform in ("cpu", "gpu"):  # cotgen's own engine (cotgen.train.vllm_rollout)
+            assert rollouts.problem("vllm", family, platform) is None
+        assert "TPU only" in rollouts.problem("sglang_jax", family, "gpu")
         # Tunix 0.1.7 ships vllm_jax mappings for gemma4, llama3, qwen2, qwen3 only
         assert rollouts.has_mapping(family) is False
         assert "no vllm_jax weight mapping" in rollouts.problem("vllm", family, "tpu")
@@ -59,9 +61,13 @@ def test_rollout_engines_are_asked_of_the_pinned_tunix():
         rollouts.check("vllm", "gemma3", "tpu")
 
 
-def test_rl_refuses_an_unsupported_rollout_before_loading_weights(tmp_path, data_dir):
+def test_rl_refuses_an_unsupported_rollout_before_loading_weights(tmp_path, data_dir, monkeypatch):
+    import jax
+
     from cotgen.train import rl
     from cotgen.train.rl_config import RLConfig
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # Tunix's vLLM engine: no Gemma 3 mapping
 
     cfg = RLConfig(model="tiny", source="gsm8k", split="train", data_dir=data_dir, limit=8, eval_size=2,
                    out=tmp_path / "rl", rollout="vllm", steps=1)
@@ -79,7 +85,11 @@ def test_every_accelerator_recipe_passes_its_dry_run(name, tmp_path, embedded_fo
     ok = dryrun.run(plan_mod.build(RECIPES[name], out=tmp_path / "run"), echo=lines.append)
     text = "\n".join(lines)
     assert ok, text
-    assert "supported by the pinned Tunix" in text
+    if name == "gemma3-1b-gpu":  # cotgen's vLLM rollouts, with the device split between vLLM and XLA
+        assert "rollout 'vllm' for gemma3 on gpu: cotgen's vLLM engine" in text
+        assert text.count("GPU memory split for --rollout vllm: vLLM 0.15 of 80 GiB") == 2
+    else:
+        assert "supported by the pinned Tunix" in text
     if name == "gemma2-2b-tpu":
         assert "gemma2_2b_it: 2.615 B parameters" in text and "vocab 256128" in text
     if name == "gemma3-1b-gpu":

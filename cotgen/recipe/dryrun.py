@@ -28,6 +28,7 @@ from cotgen.recipe import estimate
 from cotgen.recipe.plan import Plan
 
 SAMPLE = 400  # prompts tokenized per stage
+GIB = 1 << 30
 
 
 class Report:
@@ -171,6 +172,34 @@ def _mesh(c) -> tuple[int, int]:
 
     m = parse_mesh(c.mesh) if c.mesh else {"fsdp": 1, "tp": 1}
     return m["fsdp"], m["tp"]
+
+
+def rl_memory_split(r, name: str, c, sh: dict, p: dict, prompt_tokens: int) -> None:
+    """One GPU shared by JAX (actor, reference, optimizer, activations: estimate.training_memory) and cotgen's
+    vLLM rollout engine (bf16 weights + a KV cache for every completion of a step at full length, twice over):
+    the split `cotgen rl` sets (vLLM `rollout_gpu_share`, XLA 0.95 minus it) must hold both."""
+    from cotgen.train import vllm_rollout
+
+    seqs = max(c.batch_size * c.num_generations, min(c.eval_size, 256))
+    length = prompt_tokens + c.max_tokens + 8
+    kv = 2 * seqs * length * estimate.kv_bytes_per_token(sh)
+    weights = sh["params"] * 2
+    total = int(p["memory_gib"] * GIB)
+    jax_bytes = estimate.training_memory(sh, lora=c.lora_rank > 0, rows_per_device=c.batch_size * c.num_generations,
+                                         max_len=length, param_bytes=4 if c.dtype == "float32" else 2, fsdp=1,
+                                         reference=c.lora_rank == 0)
+    share = c.rollout_gpu_share
+    try:
+        vllm_rollout.check_gpu_fit(total, share, weight_bytes=weights, kv_bytes=kv)
+        ok = jax_bytes <= (0.95 - share) * total
+        detail = (f"vLLM {share:.2f} of {p['memory_gib']:.0f} GiB for {(weights + kv) * 1.1 / GIB:.1f} GiB "
+                  f"(bf16 weights {weights / GIB:.1f} + KV cache {kv / GIB:.1f} for {seqs} x {length} tokens, +10%); "
+                  f"XLA {0.95 - share:.2f} for {jax_bytes / GIB:.1f} GiB (ESTIMATED)")
+        if not ok:
+            detail += ": JAX's share is too small, lower rollout_gpu_share"
+    except CotgenError as e:
+        ok, detail = False, str(e)
+    r.check(ok, f"{name}: GPU memory split for --rollout vllm: {detail}")
 
 
 def check_heads(r: Report, where: str, sh: dict, tp: int) -> None:
@@ -323,7 +352,10 @@ def run(plan: Plan, *, echo=print) -> bool:
 
                 why = rollouts.problem(c.rollout, sh["family"], p["platform"])
                 r.check(why is None, f"{s.name}: rollout {c.rollout!r} for {sh['family']} on {p['platform']}"
-                        + (f": {why}" if why else ": supported by the pinned Tunix"))
+                        + (f": {why}" if why else ": cotgen's vLLM engine (cotgen/train/vllm_rollout.py)"
+                           if c.rollout == "vllm" and p["platform"] != "tpu" else ": supported by the pinned Tunix"))
+                if c.rollout == "vllm" and p["platform"] == "gpu":
+                    rl_memory_split(r, s.name, c, sh, p, sets.get(s.name + "/prompt_tokens", 256))
         elif s.command in ("generate", "eval") and c.backend == "vllm":
             tp, dp = c.tensor_parallel_size, c.data_parallel_size
             r.check(tp * dp <= devices, f"{s.name}: vLLM tensor {tp} x data {dp} = {tp * dp} of {devices} devices")

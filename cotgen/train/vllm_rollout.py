@@ -29,7 +29,7 @@ tpu-inference (TPU only) and has no Gemma 2/3 weight mapping. The checklist, rea
 - `get_per_token_logps` (Tunix asks it only for num_iterations > 1) scores with the actor in JAX, which holds
   the same weights.
 - Memory: on CPU the KV cache is sized from the batch (every sequence at full length, twice over) and capped
-  by the machine's available memory; on GPU `memory_split` sets vLLM's `gpu_memory_utilization` and XLA's
+  by the machine's available memory; on GPU `prepare_gpu` sets vLLM's `gpu_memory_utilization` and XLA's
   memory fraction together, with an error before any work when they cannot both fit.
 """
 
@@ -82,35 +82,6 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-@dataclasses.dataclass(frozen=True)
-class MemorySplit:
-    """One accelerator shared by JAX (actor, reference, optimizer state, activations) and vLLM (its weights
-    and KV cache): the two fractions of the device's memory and what each holds."""
-    xla_fraction: float
-    vllm_utilization: float
-    jax_bytes: int
-    vllm_bytes: int
-    total_bytes: int
-
-
-def memory_split(total_bytes: int, *, jax_bytes: int, vllm_weight_bytes: int, kv_bytes: int,
-                 margin: float = 0.05) -> MemorySplit:
-    """The fractions for XLA (`XLA_PYTHON_CLIENT_MEM_FRACTION`) and vLLM (`gpu_memory_utilization`, which
-    vLLM checks against the memory still free when it starts, after JAX has taken its share). vLLM gets its
-    weights, the KV cache and 10% for activations and CUDA graphs; JAX gets what it needs and whatever is left
-    but `margin`. A CotgenError names both needs when they do not fit."""
-    vllm_bytes = int((vllm_weight_bytes + kv_bytes) * 1.10)
-    usable = total_bytes * (1.0 - margin)
-    if jax_bytes + vllm_bytes > usable:
-        raise CotgenError(f"--rollout vllm: the actor side needs {jax_bytes / GIB:.1f} GiB and vLLM "
-                          f"{vllm_bytes / GIB:.1f} GiB (weights {vllm_weight_bytes / GIB:.1f} + KV cache "
-                          f"{kv_bytes / GIB:.1f}, +10%), more than {usable / GIB:.1f} GiB of the device's "
-                          f"{total_bytes / GIB:.1f} GiB; use LoRA, a smaller batch or --rollout vanilla")
-    vllm_utilization = round(vllm_bytes / total_bytes + 0.005, 3)
-    xla_fraction = round(1.0 - margin - vllm_utilization, 3)
-    return MemorySplit(xla_fraction, vllm_utilization, jax_bytes, vllm_bytes, total_bytes)
 
 
 def on_cpu() -> bool:
@@ -220,7 +191,7 @@ class EngineSpec:
     seeding: str = "request"
     enforce_eager: bool = True
     kv_cache_bytes: int | None = None  # CPU: chosen from the batch and the machine
-    gpu_memory_utilization: float | None = None  # GPU: from memory_split
+    gpu_memory_utilization: float | None = None  # GPU: from prepare_gpu (--rollout-gpu-share)
 
 
 def write_config(loaded, folder: Path, dtype: str) -> Path:
