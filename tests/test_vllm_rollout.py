@@ -189,10 +189,10 @@ def test_vllm_agrees_with_the_tunix_actor_on_the_270m_before_and_after_a_sync(tm
     prompts = [student_prompt(q, chat=False) for q in QUESTIONS]
     c = loaded.config
     sampler = sampler_lib.Sampler(actor, tok, sampler_lib.CacheConfig(
-        cache_size=128, num_layers=c.num_layers, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim))
+        cache_size=256, num_layers=c.num_layers, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim))
 
     def tunix():
-        out = sampler(input_strings=prompts, max_generation_steps=32, max_prompt_length=64, echo=False,
+        out = sampler(input_strings=prompts, max_generation_steps=32, max_prompt_length=128, echo=False,
                       pad_output=False, eos_tokens=[1, 106])
         comp = np.array([np.pad(np.asarray(t), (0, 32 - len(t)), constant_values=tok.pad_id()) for t in out.tokens])
         graphdef, state = nnx.split(actor)
@@ -204,7 +204,7 @@ def test_vllm_agrees_with_the_tunix_actor_on_the_270m_before_and_after_a_sync(tm
     engines = {}
     for dtype in ("float32", "bfloat16"):
         folder = vllm_rollout.write_config(loaded, tmp_path / dtype, dtype)
-        spec = vllm_rollout.EngineSpec(folder=folder, max_model_len=128, max_num_seqs=8, dtype=dtype,
+        spec = vllm_rollout.EngineSpec(folder=folder, max_model_len=256, max_num_seqs=8, dtype=dtype,
                                        lora=(cfg.lora_alpha, cfg.lora_rank), kv_cache_bytes=128 << 20)
         engines[dtype] = vllm_rollout.make_class()(rollout_actor=actor, tokenizer=tok, mesh=None,
                                                    rollout_config=None, engine=spec)
@@ -217,7 +217,7 @@ def test_vllm_agrees_with_the_tunix_actor_on_the_270m_before_and_after_a_sync(tm
                 assert engine.syncs[-1]["tensors"] < engine.syncs[0]["tensors"]  # adapted layers only
         ref, comp, ref_logps = tunix()
         mask = comp != tok.pad_id()
-        mine = engines["float32"].generate(prompts, greedy_config(32))
+        mine = engines["float32"].generate(prompts, greedy_config(32, 128))
         assert [t.tolist() for t in mine.tokens] == [t.tolist() for t in ref.tokens]
         for dtype, (mean_tol, max_tol) in {"float32": (1e-3, 1e-3), "bfloat16": (0.05, 0.5)}.items():
             diff = np.abs(engines[dtype].sequence_logps(ref.padded_prompt_tokens, comp) - ref_logps)[mask]
