@@ -131,7 +131,7 @@ def compare(args) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_rl.") as tmp:
         for arm in arms:
             out = Path(tmp) / f"{arm.replace(':', '-')}.json"
-            argv = [a for a in sys.argv[1:]]
+            argv = list(sys.argv[1:])
             for flag in ("--out", "--run-dir"):  # each arm writes its own JSON, in its own run folder
                 while flag in argv:
                     i = argv.index(flag)

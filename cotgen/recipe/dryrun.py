@@ -180,8 +180,9 @@ def rl_memory_split(r, name: str, c, sh: dict, p: dict, prompt_tokens: int) -> N
     the split `cotgen rl` sets (vLLM `rollout_gpu_share`, XLA 0.95 minus it) must hold both."""
     from cotgen.train import vllm_rollout
 
-    seqs = max(c.batch_size * c.num_generations, min(c.eval_size, 256))
-    length = prompt_tokens + c.max_tokens + 8
+    seqs, length = vllm_rollout.engine_size(
+        batch_size=c.batch_size, num_generations=c.num_generations, eval_size=c.eval_size,
+        prompt_tokens=prompt_tokens, max_tokens=max(c.max_tokens, c.eval_max_tokens or c.max_tokens))
     kv = 2 * seqs * length * estimate.kv_bytes_per_token(sh)
     weights = sh["params"] * 2
     total = int(p["memory_gib"] * GIB)

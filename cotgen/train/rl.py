@@ -363,9 +363,9 @@ def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
     own engines (`ClusterConfig.rollout_engine`)."""
     from cotgen.train import vllm_rollout
 
-    eval_tokens = cfg.eval_max_tokens or cfg.max_tokens
-    max_len = prompt_tokens + max(cfg.max_tokens, eval_tokens) + 8
-    seqs = max(cfg.batch_size * cfg.num_generations, min(cfg.eval_size, 256), 1)
+    seqs, max_len = vllm_rollout.engine_size(
+        batch_size=cfg.batch_size, num_generations=cfg.num_generations, eval_size=cfg.eval_size,
+        prompt_tokens=prompt_tokens, max_tokens=max(cfg.max_tokens, cfg.eval_max_tokens or cfg.max_tokens))
     # the actor's dtype on CPU (this machine's CPUs have no bf16 matmul units: vLLM decodes 2.5x faster in
     # float32 than in bfloat16 here), bfloat16 on GPU
     dtype = cfg.dtype if vllm_rollout.on_cpu() else "bfloat16"
@@ -374,9 +374,11 @@ def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
                                      head_dim=c.head_dim, dtype_bytes=4 if dtype == "float32" else 2)
     share = vllm_rollout.gpu_utilization_from_env()
     if share is not None:
+        import jax
         import torch
+        from flax import nnx
 
-        n_params = sum(int(np.prod(w.shape)) for w in jax_leaves(loaded.model))
+        n_params = sum(int(np.prod(w.shape)) for w in jax.tree.leaves(nnx.state(loaded.model, nnx.Param)))
         vllm_rollout.check_gpu_fit(torch.cuda.mem_get_info()[1], share, weight_bytes=2 * n_params,
                                    kv_bytes=kv)
     folder = vllm_rollout.write_config(loaded, cfg.out / "vllm-rollout", dtype)
@@ -386,13 +388,6 @@ def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
         enforce_eager=cfg.rollout_eager, kv_cache_bytes=kv if vllm_rollout.on_cpu() else None,
         gpu_memory_utilization=share)
     return functools.partial(vllm_rollout.make_class(), engine=spec)
-
-
-def jax_leaves(model):
-    import jax
-    from flax import nnx
-
-    return jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
 def rollout_configs(cfg: RLConfig, stops: tuple[int, ...], model_path: Path | None, prompt_tokens: int,
@@ -494,13 +489,12 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
         pbar_description=f"cotgen rl ({cfg.algo}, {cfg.method})",
     )
     roles = rl_cluster_lib.Role
-    engine = cfg.rollout
-    if cfg.rollout == "vllm" and jax.default_backend() != "tpu":
-        engine = vllm_engine(cfg, loaded, budget)
+    tpu = jax.default_backend() == "tpu"
+    engine = vllm_engine(cfg, loaded, budget) if cfg.rollout == "vllm" and not tpu else cfg.rollout
     cluster_config = rl_cluster_lib.ClusterConfig(
         role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
         rollout_engine=engine, offload_to_cpu=False, training_config=training_config,
-        rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget, jax.default_backend() == "tpu"),
+        rollout_config=rollout_configs(cfg, stops, loaded.source.path, budget, tpu),
     )
     verifier = Verifier()
     rewards = Rewards(Weights(cfg.correctness_weight, cfg.format_weight, cfg.length_weight, cfg.work_weight),

@@ -41,8 +41,6 @@ import functools
 import json
 import logging
 import os
-import resource
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -72,6 +70,13 @@ def kv_cache_bytes(seqs: int, max_model_len: int, *, layers: int, kv_heads: int,
                           f"{need / GIB:.1f} GiB, more than a quarter of the {available / GIB:.1f} GiB available; "
                           "lower --batch-size, -G or --max-tokens")
     return max(need, 64 << 20)
+
+
+def engine_size(*, batch_size: int, num_generations: int, eval_size: int, prompt_tokens: int,
+                max_tokens: int) -> tuple[int, int]:
+    """(sequences at once, tokens per sequence) the engine is built for: a step's completions or the held-out
+    slice (at most 256 at a time), the padded prompt plus the longest completion (+8 for the stop tokens)."""
+    return max(batch_size * num_generations, min(eval_size, 256), 1), prompt_tokens + max_tokens + 8
 
 
 def available_memory() -> int:
@@ -132,17 +137,20 @@ def check_gpu_fit(total_bytes: int, share: float, *, weight_bytes: int, kv_bytes
 
 
 # ---------------------------------------------------------------------------------------------------- weights
-def _layer_of(key: str) -> str | None:
+def _block(key: str) -> tuple[str, str] | None:
+    """("3", "attn") for "layers.3.attn.q_einsum.w"; None outside a decoder layer's attention and MLP."""
     parts = key.split(".")
-    return parts[1] if parts[0] == "layers" and len(parts) > 2 else None
+    if parts[0] == "layers" and len(parts) > 3 and parts[2] in ("attn", "mlp"):
+        return parts[1], parts[2]
+    return None
 
 
 def sync_keys(keys, adapted) -> list[str]:
     """The base weights a LoRA sync sends: every attention and MLP weight of each decoder layer with an
     adapted weight (so every vLLM layer that is loaded is loaded whole: q, k, v make `qkv_proj`)."""
-    touched = {(_layer_of(k), k.split(".")[2]) for k in adapted if _layer_of(k) is not None}
-    return [k for k in keys if _layer_of(k) is not None and (_layer_of(k), k.split(".")[2]) in touched
-            and k.split(".")[2] in ("attn", "mlp")]
+    touched = {_block(k) for k in adapted} - {None}
+    adapted = set(adapted)
+    return [k for k in keys if _block(k) in touched or k in adapted]
 
 
 class WeightSync:
@@ -151,8 +159,7 @@ class WeightSync:
 
     def __init__(self, actor, *, lora: tuple[float, int] | None, dtype: str):
         self.actor, self.lora, self.dtype = actor, lora, dtype
-        self._base: dict[str, np.ndarray] | None = None
-        self.first = True
+        self._base: dict[str, np.ndarray] | None = None  # LoRA: the frozen base of the adapted blocks
 
     def tensors(self) -> dict:
         import torch
@@ -160,17 +167,18 @@ class WeightSync:
         from cotgen.models import lora as lora_lib
         from cotgen.models.hf import to_hf
 
-        if self.lora is None or self.first:
-            params = lora_lib.merged_params(self.actor, alpha=self.lora[0], rank=self.lora[1]) if self.lora \
-                else lora_lib.flat_params(self.actor)
+        if self.lora is None:
+            params = lora_lib.flat_params(self.actor)
         else:
             alpha, rank = self.lora
             deltas = lora_lib.lora_deltas(self.actor, alpha, rank)
-            if self._base is None:
-                flat = lora_lib.flat_params(self.actor)
-                self._base = {k: flat[k].astype(np.float32) for k in sync_keys(flat, deltas)}
-            params = {k: (w + deltas[k]) if k in deltas else w for k, w in self._base.items()}
-        self.first = False
+            if self._base is None:  # the first sync: every weight, and the base of the adapted blocks kept
+                params = lora_lib.flat_params(self.actor)
+                self._base = {k: params[k].astype(np.float32) for k in sync_keys(params, deltas)}
+            else:
+                params = dict(self._base)
+            for k, delta in deltas.items():
+                params[k] = self._base[k] + delta
         dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[self.dtype]
         with warnings.catch_warnings():  # arrays from JAX are read-only; vLLM only reads them
             warnings.simplefilter("ignore", UserWarning)
@@ -245,21 +253,14 @@ def _load_and_redispatch(model, *, weights: dict) -> None:
 
 
 def _rss_bytes() -> int:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _base_rollout():
-    from tunix.rl.rollout import base_rollout
-
-    return base_rollout
+    """Resident memory now (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def make_class():
     """The BaseRollout subclass (built lazily: importing this module must not import Tunix)."""
-    base_rollout = _base_rollout()
+    from tunix.generate import utils as tunix_utils
+    from tunix.rl.rollout import base_rollout
 
     class CotgenVllmRollout(base_rollout.BaseRollout):
         def __init__(self, rollout_actor, tokenizer, mesh, rollout_config, *, engine: EngineSpec):
@@ -328,7 +329,7 @@ def make_class():
             width = int(cfg.max_prompt_length)
             longest = max(len(x) for x in ids)
             if longest > width:  # as Tunix's sampler: the next power of two
-                width = 1 << (longest - 1).bit_length()
+                width = tunix_utils.next_power_of_2(longest)
             requests = [TokensPrompt(prompt_token_ids=x) for x in ids]
             outs = self.llm.generate(requests, [self._params(cfg, i) for i in range(len(ids))], use_tqdm=False)
             stops = set(cfg.eos_tokens or [self.tokenizer.eos_id()])
@@ -341,10 +342,8 @@ def make_class():
                 if cfg.return_logprobs:
                     logprobs.append(np.asarray([step[t].logprob for t, step in
                                                 zip(toks[:end], comp.logprobs or [])], dtype=np.float32))
-            pad = self.pad_id()
-            padded = np.full((len(ids), width), pad, dtype=np.int32)
-            for row, x in zip(padded, ids):
-                row[width - len(x):] = x
+            padded = np.array([tunix_utils.pad_to_length(np.asarray(x, dtype=np.int32), target_length=width,
+                                                         pad_value=self.pad_id(), left=True) for x in ids])
             text = [self.tokenizer.decode(t.tolist()) for t in tokens]
             return base_rollout.RolloutOutput(text=text, logits=None, tokens=tokens,
                                               left_padded_prompt_tokens=padded,
@@ -409,7 +408,6 @@ def make_class():
             self.syncs.append({"seconds": done - started, "convert_s": converted - started,
                                "load_s": done - converted, "tensors": len(tensors), "bytes": nbytes,
                                "rss_growth_bytes": max(0, _rss_bytes() - rss)})
-            del tensors
 
         def pad_id(self) -> int:
             return self.tokenizer.pad_id()
@@ -425,6 +423,3 @@ def make_class():
 
     return CotgenVllmRollout
 
-
-def engine_folder(out: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix="vllm-rollout-", dir=out))
