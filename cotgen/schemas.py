@@ -74,6 +74,9 @@ SFT_SCHEMA = pl.Schema(
         "completion": pl.String,
         "completion_tokens": pl.Int64,
         "teacher": pl.String,
+        # the prompt the teacher was sampled with (8-shot for a base teacher, its chat turn otherwise); null for
+        # the source's own solutions. `cotgen distill` scores the completion on it (context distillation).
+        "teacher_prompt": pl.String,
         "pass_rate": pl.Float64,
         # the reasoning's arithmetic claims by verdict (cotgen.verify.steps)
         "steps_right": pl.Int32,

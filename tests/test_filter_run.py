@@ -98,7 +98,7 @@ def trace_rows(traces=TRACES) -> list[dict]:
                 source="toy",
                 split="train",
                 answer=None,
-                prompt="p",
+                prompt=f"exemplars, then {pid}",
                 completion=completion,
                 finish_reason=finish,
                 prompt_tokens=5,
@@ -199,6 +199,7 @@ def test_sft_records(filtered):
         assert row["prompt"] == student_prompt(row["question"])
         assert row["completion"] == student_target(row["reasoning"], row["answer"])
         assert row["teacher"] == "teacher-x"
+        assert row["teacher_prompt"] == f"exemplars, then {row['problem_id']}"  # the trace's own prompt
     p1 = train.filter(pl.col("problem_id") == "p1").row(0, named=True)
     assert p1["gold"] == "72" and p1["answer"] == "72" and p1["reasoning"].startswith("48 / 2")
 

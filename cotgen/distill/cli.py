@@ -34,6 +34,10 @@ def command() -> None:
 @flag("--batch-tokens", type=int,
       help="Tokens per forward pass (vLLM holds a float32 (tokens, vocab) array for them).")
 @flag("--enforce-eager/--compile", help="vllm: skip torch.compile.")
+@flag("--teacher-prompt", type=click.Choice(["auto", "trace", "student"]),
+      help="Prompt the teacher scores each completion on: the trace's own (its teacher_prompt column; "
+           "auto: where the data has one) or the student's.")
+@flag("--prefix-cache/--no-prefix-cache", help="vllm: compute a prompt prefix the examples share once.")
 @config_opt
 def logits(config_path, **flags) -> None:
     """Store the teacher's top-k next-token log-probabilities for every token of a dataset."""
@@ -59,6 +63,8 @@ def logits(config_path, **flags) -> None:
 @flag("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @flag("--temperature", type=float, help="Softens teacher and student; KL scaled by T^2.")
 @flag("--alpha", type=float, help="alpha * KL + (1 - alpha) * cross entropy.")
+@flag("--teacher-prompt", type=click.Choice(["auto", "trace", "student"]),
+      help="Online: the prompt the teacher reads under each completion (as `distill logits`).")
 @training_options
 @config_opt
 def train(config_path, **flags) -> None:

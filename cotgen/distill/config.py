@@ -15,7 +15,15 @@ from cotgen.train.config import TrainConfig
 
 BACKENDS = ("vllm", "tunix")
 # Fields of LogitsConfig that define what a logits folder holds; the rest may change when a run is continued.
-LOGITS_IDENTITY = ("teacher", "top_k", "max_len", "dtype", "backend", "limit")
+LOGITS_IDENTITY = ("teacher", "top_k", "max_len", "dtype", "backend", "limit", "teacher_prompt")
+# which prompt the teacher reads under each completion (cotgen.distill.align): the trace's own (`trace`, from the
+# data's teacher_prompt column), the student's (`student`), or the trace's where the data has it (`auto`)
+TEACHER_PROMPTS = ("auto", "trace", "student")
+
+
+def _check_prompt(value: str) -> None:
+    if value not in TEACHER_PROMPTS:
+        raise CotgenError(f"--teacher-prompt must be one of {', '.join(TEACHER_PROMPTS)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +39,8 @@ class LogitsConfig:
     shard_examples: int = 1024  # examples per shard file
     batch_tokens: int = 2048  # tokens per forward pass (tunix: rows x max_len; vllm: max_num_batched_tokens)
     enforce_eager: bool = True  # vllm: skip torch.compile (one pass over the data; start-up dominates)
+    teacher_prompt: str = "auto"  # auto | trace | student: the prompt the teacher scores each completion on
+    prefix_cache: bool = True  # vllm: compute a prompt prefix shared by the examples (few-shot exemplars) once
 
     def __post_init__(self):
         for name in ("data", "out"):
@@ -40,6 +50,7 @@ class LogitsConfig:
             raise CotgenError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise CotgenError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        _check_prompt(self.teacher_prompt)
         for name, low in (("top_k", 1), ("max_len", 8), ("shard_examples", 1), ("batch_tokens", 8)):
             if getattr(self, name) < low:
                 raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
@@ -57,6 +68,7 @@ class DistillConfig(TrainConfig):
     logits: Path | None = None  # offline: a `cotgen distill logits` folder
     temperature: float = 1.0  # softens both distributions; the KL term is scaled by T^2 (Hinton et al.)
     alpha: float = 0.5  # loss = alpha * KL + (1 - alpha) * cross entropy, both over completion tokens
+    teacher_prompt: str = "auto"  # online: auto | trace | student, as for `distill logits`
 
     def __post_init__(self):
         if isinstance(self.logits, str):
@@ -68,6 +80,7 @@ class DistillConfig(TrainConfig):
             raise CotgenError(f"--temperature must be > 0, got {self.temperature}")
         if not 0 <= self.alpha <= 1:
             raise CotgenError(f"--alpha must be in [0, 1], got {self.alpha}")
+        _check_prompt(self.teacher_prompt)
 
     @property
     def mode(self) -> str:

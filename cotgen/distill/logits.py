@@ -5,7 +5,12 @@ Checklist:
    other options or for other data, is refused; an unfinished folder made with the same options continues
    after its last complete shard; a finished one is left as it is).
 2. Tokenize exactly as `cotgen train` does (`cotgen.train.data.tokenize`, same `--max-len`), with the
-   teacher's tokenizer, so a student's training batch and the stored rows line up token for token.
+   teacher's tokenizer, so a student's training batch and the stored rows line up token for token. With
+   `--teacher-prompt trace` (`auto` where the data has a teacher_prompt column) the teacher reads each
+   completion after the prompt it was sampled with, and its rows are moved to the student's positions
+   (`cotgen.distill.align`); the longest such sequence must fit the teacher's context. On vLLM the prefix the
+   prompts share (the few-shot exemplars) is computed once and read from the prefix cache after that
+   (`--prefix-cache`); a request whose cached part would cover a row the loss reads is recomputed without it.
 3. Producers, one format (`cotgen.distill.store`):
    - `vllm`: one offline engine; each example is a token-id prompt with `SamplingParams(prompt_logprobs=k,
      max_tokens=1)` (raw logits' log-softmax; `max_logprobs` raised to k; on CPU no chunked prefill, see
@@ -30,7 +35,7 @@ import numpy as np
 
 from cotgen import __version__
 from cotgen.config import describe_changes, resolve, run_command, to_dict, write_resolved
-from cotgen.distill import store
+from cotgen.distill import align, store
 from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig
 from cotgen.distill.vocab import logits_vocab, tokenizer_hash
 from cotgen.errors import CotgenError
@@ -49,8 +54,10 @@ def read_data(cfg: LogitsConfig) -> data.Examples:
     train_path, _ = data.find_files(cfg.data)
     examples = data.read_examples(train_path)
     if cfg.limit is not None:
+        teacher = examples.teacher_prompts
         examples = dataclasses.replace(examples, prompts=examples.prompts[:cfg.limit],
-                                       completions=examples.completions[:cfg.limit])
+                                       completions=examples.completions[:cfg.limit],
+                                       teacher_prompts=teacher[:cfg.limit] if teacher is not None else None)
     return examples
 
 
@@ -103,16 +110,16 @@ def teacher_tokenizer(spec: str):
 class TunixProducer:
     name = "tunix"
 
-    def __init__(self, cfg: LogitsConfig, loaded):
+    def __init__(self, cfg: LogitsConfig, loaded, max_len: int):
         import jax
         from flax import nnx
 
         from cotgen.models.load import output_head
 
-        self.model, self.k, self.max_len = loaded.model, cfg.top_k, cfg.max_len
+        self.model, self.k, self.max_len = loaded.model, cfg.top_k, max_len  # the longest scored sequence
         head = output_head(loaded.family)  # Gemma 2 soft-caps its final logits
         self.vocab = logits_vocab(loaded.config.num_embed)
-        self.rows = max(1, cfg.batch_tokens // cfg.max_len)
+        self.rows = max(1, cfg.batch_tokens // max_len)
         if self.k > self.vocab:
             raise CotgenError(f"--top-k {self.k} exceeds the teacher's vocabulary ({self.vocab})")
         vocab, k = self.vocab, self.k
@@ -138,7 +145,7 @@ class TunixProducer:
 
         self._top = top
 
-    def __call__(self, seqs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def __call__(self, seqs: list[np.ndarray], starts=None) -> list[tuple[np.ndarray, np.ndarray]]:
         lengths = np.array([len(s) for s in seqs])
         length = -(-self.max_len // 64) * 64  # one compiled shape
         rows = data.epoch_rows(lengths, 0, seed=0, max_len=self.max_len, packing=True, window=len(seqs))
@@ -161,7 +168,7 @@ class TunixProducer:
 class VllmProducer:
     name = "vllm"
 
-    def __init__(self, cfg: LogitsConfig):
+    def __init__(self, cfg: LogitsConfig, max_len: int):
         from cotgen.engines import vllm_backend
 
         vllm_backend.set_environment()
@@ -170,29 +177,63 @@ class VllmProducer:
         rows = config.get("text_config", config)["vocab_size"]
         self.vocab, self.k = logits_vocab(rows), cfg.top_k
         self.ask = self.k + (rows - self.vocab)  # ids past the text vocabulary are dropped afterwards
-        max_model_len = cfg.max_len + 1
+        self.prefix_cache, self.cached_tokens, self.recomputed = cfg.prefix_cache, 0, 0
+        max_model_len = max_len + 1  # max_len: the longest scored sequence
         engine = {**vllm_backend.cpu_engine_args(max_model_len),
                   "max_num_batched_tokens": max(max_model_len, cfg.batch_tokens)}
         from vllm import LLM
 
         self.llm = LLM(model=folder, dtype=cfg.dtype, seed=0, max_model_len=max_model_len,
-                       enforce_eager=cfg.enforce_eager, max_logprobs=self.ask, **engine)
+                       enforce_eager=cfg.enforce_eager, max_logprobs=self.ask,
+                       enable_prefix_caching=cfg.prefix_cache, **engine)
 
-    def __call__(self, seqs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def prime(self, prefix: np.ndarray) -> None:
+        """Compute a prefix every sequence shares (the exemplars) once, so later requests read it from the cache."""
+        if self.prefix_cache and len(prefix) > 1:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            self.llm.generate([TokensPrompt(prompt_token_ids=[int(t) for t in prefix])],
+                              SamplingParams(max_tokens=1, detokenize=False), use_tqdm=False)
+
+    def __call__(self, seqs: list[np.ndarray], starts=None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Rows 0..n-2 of each sequence; `starts[i]`: the first row needed (earlier ones come back as zeros),
+        which lets vLLM read the positions before it from its prefix cache."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=self.ask, detokenize=False,
-                                flat_logprobs=True)
-        prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in s]) for s in seqs]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [self._rows(o.prompt_logprobs, len(s)) for o, s in zip(outputs, seqs)]
+        starts = [0] * len(seqs) if starts is None else [int(s) for s in starts]
 
-    def _rows(self, flat, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """vLLM's prompt logprobs (position j: token j given tokens < j; position 0 empty) -> rows 0..n-2."""
+        def ask(indices, cached):
+            # vLLM skips its prefix cache for prompt log-probs by default (cached positions get none); reading
+            # it is safe where no needed position is cached, which is checked below
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=self.ask, detokenize=False,
+                                    flat_logprobs=True, skip_reading_prefix_cache=not cached)
+            prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in seqs[i]]) for i in indices]
+            return self.llm.generate(prompts, params, use_tqdm=False)
+
+        out: list = [None] * len(seqs)
+        redo = []
+        use_cache = self.prefix_cache and any(starts)
+        for i, o in zip(range(len(seqs)), ask(range(len(seqs)), use_cache)):
+            cached = o.num_cached_tokens or 0
+            if cached > starts[i]:  # row r is computed only past the cached tokens: r >= cached
+                redo.append(i)
+                continue
+            self.cached_tokens += cached
+            out[i] = self._rows(o.prompt_logprobs, len(seqs[i]), starts[i])
+        if redo:
+            self.recomputed += len(redo)
+            for i, o in zip(redo, ask(redo, False)):
+                out[i] = self._rows(o.prompt_logprobs, len(seqs[i]), starts[i])
+        return out
+
+    def _rows(self, flat, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """vLLM's prompt logprobs (position j: token j given tokens < j; position 0 empty) -> rows 0..n-2
+        (rows before `start` left at zero)."""
         ids = np.zeros((n - 1, self.k), dtype=np.int32)
         lps = np.zeros((n - 1, self.k), dtype=np.float32)
-        for j in range(1, n):
+        for j in range(start + 1, n):
             a, b = flat.start_indices[j], flat.end_indices[j]
             # the scored prompt token comes first, and again among the top k when it ranks there: dedupe by id
             entries = sorted({flat.token_ids[e]: (flat.ranks[e], flat.token_ids[e], flat.logprobs[e])
@@ -209,6 +250,43 @@ class VllmProducer:
 
 
 # ---------------------------------------------------------------------------------------------------- run
+def shared_prefix(seqs: list[np.ndarray]) -> np.ndarray:
+    """The longest token prefix every sequence starts with (the few-shot exemplars)."""
+    first = seqs[0]
+    n = len(first)
+    for seq in seqs[1:]:
+        m = min(n, len(seq))
+        diff = np.nonzero(first[:m] != seq[:m])[0]
+        n = int(diff[0]) if len(diff) else m
+    return first[:n]
+
+
+def student_rows(top, tok: data.Tokenized, ttok: data.Tokenized, i: int, replace_end: bool, eot: int):
+    """One example's teacher rows moved to the student's positions, its final <end_of_turn> made certain where
+    the teacher read another prompt (cotgen.distill.align)."""
+    ids, lps = align.to_student_rows(top[0], top[1], int(tok.n_prompt[i]), int(ttok.n_prompt[i]),
+                                     len(tok.ids[i]))
+    if replace_end:
+        align.certain_row(ids, lps, len(tok.ids[i]) - 2, eot)
+    return ids, lps
+
+
+def check_context(teacher: str, longest: int, trace: bool) -> None:
+    """The teacher must read the longest scored sequence within its context (its config's
+    max_position_embeddings, where the spec is a Hugging Face folder)."""
+    from cotgen.models import resolve as resolve_model
+
+    source = resolve_model(teacher)
+    if source.kind != "hf":
+        return
+    config = json.loads((Path(source.path) / "config.json").read_text())
+    context = config.get("text_config", config).get("max_position_embeddings")
+    if context is not None and longest > context:
+        raise CotgenError(f"{teacher}: the longest sequence it must score is {longest} tokens "
+                          f"({'its own prompt' if trace else 'the prompt'} and the completion), past its context of "
+                          f"{context}; lower --max-len" + (" or use --teacher-prompt student" if trace else ""))
+
+
 def _groups(seqs: list[np.ndarray], tokens: int):
     start, count = 0, 0
     for i, seq in enumerate(seqs):
@@ -241,34 +319,51 @@ def run(cfg: LogitsConfig) -> dict:
     if eot is None:
         raise CotgenError(f"{cfg.teacher}: the tokenizer has no {END_OF_TURN} piece")
     tok = data.tokenize(examples, tokenizer, eot, cfg.max_len)
+    ttok = align.teacher_tokenized(examples, tok, tokenizer, cfg.teacher_prompt)
+    scored = ttok or tok  # what the teacher reads; the shards hold rows at the student's positions
+    replaced = align.ends_replaced(tok, ttok, eot)
+    longest = int(scored.lengths.max())
+    check_context(cfg.teacher, longest, ttok is not None)
     n, total_tokens = len(tok.ids), int(tok.lengths.sum())
     n_shards = -(-n // cfg.shard_examples)
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg, cfg.out, COMMAND)
     progress = {"data_file": str(examples.path), "data_fingerprint": fingerprint}
     write_text(cfg.out / "progress.json", json.dumps(progress, indent=2) + "\n")
-    log.info("%d examples, %d tokens (%d cut at %d, %d dropped), %d shards", n, total_tokens, tok.n_truncated,
-             cfg.max_len, tok.n_dropped, n_shards)
+    log.info("%d examples, %d tokens (%d cut at %d, %d dropped), %d shards; the teacher reads %s prompts "
+             "(%d tokens, longest %d)", n, total_tokens, tok.n_truncated, cfg.max_len, tok.n_dropped, n_shards,
+             "the traces' own" if ttok is not None else "the student's", int(scored.lengths.sum()), longest)
 
     todo = [s for s in range(n_shards) if not (cfg.out / store.shard_name(s)).is_file()]
     producer = None
     if todo:
-        producer = (TunixProducer(cfg, loaded) if cfg.backend == "tunix"
-                    else VllmProducer(cfg))
+        producer = (TunixProducer(cfg, loaded, longest) if cfg.backend == "tunix"
+                    else VllmProducer(cfg, longest))
+        if ttok is not None and hasattr(producer, "prime"):
+            producer.prime(shared_prefix(ttok.ids))
         log.info("teacher ready in %.1f s", time.perf_counter() - started)
     compute_start, done_tokens = time.perf_counter(), 0
     per = cfg.shard_examples
-    todo_tokens = sum(int(tok.lengths[s * per:(s + 1) * per].sum()) for s in todo)
+    todo_tokens = sum(int(scored.lengths[s * per:(s + 1) * per].sum()) for s in todo)
     for s in todo:
         first = s * cfg.shard_examples
         seqs = tok.ids[first:first + cfg.shard_examples]
-        tops = []
-        for part in _groups(seqs, 8 * cfg.batch_tokens):  # a few forward passes per progress line
-            tops += producer(part)
+        teacher_seqs = scored.ids[first:first + cfg.shard_examples]
+        # rows the loss reads start at the teacher's last prompt token; with the student's own prompt every row is
+        # kept (as before: the stored rows are then the teacher's whole next-token distribution)
+        starts = ((ttok.n_prompt[first:first + cfg.shard_examples] - 1).tolist() if ttok is not None
+                  else [0] * len(seqs))
+        tops, at = [], 0
+        for part in _groups(teacher_seqs, 8 * cfg.batch_tokens):  # a few forward passes per progress line
+            tops += producer(part, starts[at:at + len(part)])
+            at += len(part)
             done_tokens += int(sum(len(x) for x in part))
             rate = done_tokens / max(time.perf_counter() - compute_start, 1e-9)
-            log.info("logits: %d/%d tokens, %.0f tokens/s, ETA %.0f s", done_tokens, todo_tokens, rate,
+            log.info("logits: %d/%d teacher tokens, %.0f tokens/s, ETA %.0f s", done_tokens, todo_tokens, rate,
                      (todo_tokens - done_tokens) / max(rate, 1e-9))
+        if ttok is not None:
+            tops = [student_rows(top, tok, ttok, i, replaced[i], eot)
+                    for i, top in zip(range(first, first + len(seqs)), tops)]
         store.write_shard(cfg.out / store.shard_name(s), seqs, [t[0] for t in tops], [t[1] for t in tops])
     compute_s = time.perf_counter() - compute_start
     if producer is not None and hasattr(producer, "close"):
@@ -293,6 +388,10 @@ def run(cfg: LogitsConfig) -> dict:
         "bytes_per_token": size / total_tokens, "payload_bytes_per_token": payload / total_tokens,
         "wall_s": round(time.perf_counter() - started, 1), "compute_s": round(compute_s, 1),
         "tokens_per_s": round(done_tokens / compute_s, 1) if done_tokens else None,
+        "teacher_prompt": "trace" if ttok is not None else "student", "teacher_tokens": int(scored.lengths.sum()),
+        "ends_replaced": int(replaced.sum()),
+        "prefix_cached_tokens": getattr(producer, "cached_tokens", None),
+        "recomputed_without_cache": getattr(producer, "recomputed", None),
     }
     write_text(cfg.out / store.MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

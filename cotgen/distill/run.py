@@ -31,7 +31,7 @@ import numpy as np
 
 from cotgen import __version__, runs
 from cotgen.config import write_resolved
-from cotgen.distill import store
+from cotgen.distill import align, store
 from cotgen.distill.config import DistillConfig
 from cotgen.errors import CotgenError
 from cotgen.models.tokenizer import END_OF_TURN
@@ -67,6 +67,15 @@ def check_tokens(tok: data.Tokenized, topk: store.TopK, logits_dir: Path) -> Non
                               "--max-len")
 
 
+def check_context(spec: str, teacher, longest: int) -> None:
+    """An online teacher reading the traces' own prompts must hold the longest of them within its context."""
+    context = getattr(teacher.config, "max_position_embeddings", None) or getattr(teacher.config, "max_seq_len", None)
+    if context and longest > context:
+        raise CotgenError(f"--teacher {spec}: the longest sequence it must read is {longest} tokens (its own "
+                          f"prompt and the completion), past its context of {context}; lower --max-len or use "
+                          "--teacher-prompt student")
+
+
 class TopKBatches:
     """`cotgen.train.data.Batches` plus each batch's stored teacher top-k (B, L, k) at the same positions."""
 
@@ -85,6 +94,33 @@ class TopKBatches:
                 continue
             rows, size = data.local_rows(rows, b.batch_size, b.process)
             yield {**batch, **store.batch_topk(rows, self.tok.lengths, self.topk, size, b.max_len)}
+
+
+class TeacherBatches:
+    """`cotgen.train.data.Batches` plus, for an online teacher reading the traces' own prompts, each batch's
+    teacher rows (the same examples, packed in the same order, their prompts the teacher's), the position in
+    them each student position reads, and the replaced end rows (`cotgen.distill.align`)."""
+
+    def __init__(self, batches: data.Batches, tok: data.Tokenized, ttok: data.Tokenized, replaced: np.ndarray,
+                 pad_id: int):
+        self.batches, self.tok, self.ttok, self.replaced, self.pad_id = batches, tok, ttok, replaced, pad_id
+        self.step_time = batches.step_time
+        self.length = align.row_length(batches.plan.batches, ttok)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        b = self.batches
+        for batch, rows in zip(b, b.plan.batches):
+            if not batch:  # a step a resumed run skips
+                yield batch
+                continue
+            rows, size = data.local_rows(rows, b.batch_size, b.process)
+            teacher = data.make_batch(rows, self.ttok, size, self.length, self.pad_id)
+            index, end = align.gather_index(rows, self.tok, self.ttok, size, b.max_len, self.replaced)
+            yield {**batch, **{f"teacher_{k}": v for k, v in teacher.items()}, "teacher_index": index,
+                   "teacher_end": end}
 
 
 # ---------------------------------------------------------------------------------------------------- run
@@ -138,10 +174,15 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
 
     process = (jax.process_index(), jax.process_count())
     tok = data.tokenize(train_ex, tokenizer, eot, cfg.max_len)
-    topk = None
+    topk, ttok, replaced = None, None, None
     if manifest is not None:
         topk = store.TopK(cfg.logits)
         check_tokens(tok, topk, cfg.logits)
+    else:
+        ttok = align.teacher_tokenized(train_ex, tok, tokenizer, cfg.teacher_prompt)
+        replaced = align.ends_replaced(tok, ttok, eot)
+        if ttok is not None:
+            check_context(cfg.teacher, teacher, int(ttok.lengths.max()))
     shape = dict(batch_size=cfg.batch_size, max_len=cfg.max_len, seed=cfg.seed, window=cfg.pack_window,
                  steps=cfg.steps, epochs=cfg.epochs)
     plan = data.plan(tok.lengths, packing=cfg.packing, **shape)
@@ -164,7 +205,10 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
         "examples": {"train": len(tok.ids), "truncated": tok.n_truncated, "dropped": tok.n_dropped,
                      "validation": len(val_ex) if val_ex else 0},
         "steps": plan.steps, "epochs": plan.epochs, "fill": fill, "temperature": cfg.temperature,
-        "alpha": cfg.alpha, "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
+        "alpha": cfg.alpha,
+        "teacher_prompt": manifest.get("teacher_prompt", "student") if manifest else (
+            "trace" if ttok is not None else "student"),
+        "devices": [str(d) for d in jax.devices()], "mesh": cfg.mesh,
     }
     if primary:
         runs.write_state(cfg.out, state)
@@ -174,6 +218,14 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
     strategy = strategy_cls(vocab, cfg.temperature, cfg.alpha)
     from tunix.distillation import distillation_trainer
 
+    wrap = None
+    if topk is not None:
+        def wrap(b):
+            return TopKBatches(b, tok, topk)
+    elif ttok is not None:
+        def wrap(b):
+            return TeacherBatches(b, tok, ttok, replaced, tokenizer.pad_id())
+
     def make_trainer(optimizer, training_config):
         return kd.Trainer(student, teacher.model if teacher else None, strategy, optimizer, training_config)
 
@@ -181,7 +233,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
                              pad_id=tokenizer.pad_id(), process=process, val_batches=val_batches, mesh=mesh,
                              description=f"cotgen distill ({cfg.mode})", callbacks=callbacks, primary=primary,
                              resuming=resuming,
-                             wrap_batches=(lambda b: TopKBatches(b, tok, topk)) if topk is not None else None)
+                             wrap_batches=wrap)
 
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import flax
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tunix.distillation import distillation_trainer
 from tunix.distillation.strategies import logit
@@ -57,6 +59,15 @@ class TopKStrategy(MaskedLogitStrategy):
                               alpha=self.alpha)
 
 
+def aligned(logits, index, end, tokens):
+    """(B, Lt, V) teacher logits -> (B, L, V) at the student's positions (`index`, (B, L)); where `end` is set,
+    the row becomes the data's next token with certainty (`cotgen.distill.align`)."""
+    out = jnp.take_along_axis(logits, jnp.asarray(index)[..., None], axis=1)
+    target = jnp.concatenate([jnp.asarray(tokens)[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)  # (B, L)
+    certain = jnp.where(jax.nn.one_hot(target, out.shape[-1], dtype=bool), 0.0, -1e4).astype(out.dtype)
+    return jnp.where(jnp.asarray(end)[..., None], certain, out)
+
+
 @flax.struct.dataclass(frozen=True)
 class KDInput:
     batch: dict  # cotgen's (B, L) arrays: tokens, loss_mask, positions, segments
@@ -75,6 +86,11 @@ class Trainer(distillation_trainer.DistillationTrainer):
             return KDInput(batch, None)
         if "top_ids" in input_data:
             return KDInput(batch, (input_data["top_ids"], input_data["top_logprobs"]))
+        if "teacher_tokens" in input_data:  # the teacher reads its own prompts (cotgen.distill.align)
+            teacher = {k: input_data[f"teacher_{k}"] for k in BATCH_KEYS}
+            logits = self.strategy.get_teacher_outputs(self.teacher_model, sft.model_inputs(teacher))
+            return KDInput(batch, aligned(logits, input_data["teacher_index"], input_data["teacher_end"],
+                                          input_data["tokens"]))
         return KDInput(batch, self.strategy.get_teacher_outputs(self.teacher_model, sft.model_inputs(batch)))
 
     def _post_process_train_step(self, aux) -> None:

@@ -38,6 +38,7 @@ OPTIONAL_COLUMNS = {
     "error": pl.String,
     "source": pl.String,
     "split": pl.String,
+    "prompt": pl.String,  # the teacher's prompt, carried to the dataset as teacher_prompt
 }
 FINISH_REASONS = ("stop", "length", "error")
 

@@ -136,12 +136,14 @@ def _records(
     parts = []
     for index in kept["_file"].unique().sort():
         mine = kept.filter(pl.col("_file") == index)
-        text = inputs.read_rows(files[index], mine["_row"], ["completion", "teacher"])
+        text = inputs.read_rows(files[index], mine["_row"], ["completion", "teacher", "prompt"])
+        text = text.rename({"prompt": "teacher_prompt"})
         parts.append(mine.join(text, on="_row", how="left", maintain_order="left"))
     df = add_format(
         pl.concat(parts)
         if parts
-        else kept.with_columns(completion=pl.lit(None, pl.String), teacher=pl.lit(None, pl.String)),
+        else kept.with_columns(completion=pl.lit(None, pl.String), teacher=pl.lit(None, pl.String),
+                               teacher_prompt=pl.lit(None, pl.String)),
         repair=repair,
     )
     df = add_work(df.with_columns(pl.coalesce("reasoning", "completion").alias("_work_text")), "_work_text")
@@ -188,7 +190,8 @@ def _reference_records(problems: pl.DataFrame, rates: pl.DataFrame, covered: set
         "question": df["question"], "gold": df["gold"], "answer": df["gold"], "reasoning": df["solution"],
         "prompt": [student_prompt(q) for q in df["question"]],
         "completion": [student_target(r, a) for r, a in zip(df["solution"], df["gold"])],
-        "completion_tokens": [None] * df.height, "teacher": ["reference"] * df.height, "pass_rate": df["pass_rate"],
+        "completion_tokens": [None] * df.height, "teacher": ["reference"] * df.height,
+        "teacher_prompt": [None] * df.height, "pass_rate": df["pass_rate"],
         **{name: df[name] for name in WORK_COLUMNS},
     }, schema=SFT_SCHEMA)
 

@@ -31,6 +31,7 @@ from cotgen.errors import InputError
 from cotgen.io import read_parquet, read_parquet_schema
 
 REQUIRED = ("prompt", "completion")
+TEACHER_PROMPT = "teacher_prompt"  # optional
 SUFFIXES = (".parquet", ".jsonl")
 
 
@@ -40,6 +41,9 @@ class Examples:
     path: Path
     prompts: list[str]
     completions: list[str]
+    # the prompt each completion was sampled with (`teacher_prompt`, from `cotgen filter`), None where the data
+    # has no such column; a None entry means the student's prompt (the source's own solutions)
+    teacher_prompts: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -75,7 +79,10 @@ def read_examples(path: Path) -> Examples:
             raise InputError(path, f"column is missing (found: {', '.join(schema) or 'none'})", field=name)
         if schema[name] != pl.String:
             raise InputError(path, f"has type {schema[name]}, expected String", field=name)
-    df = read_parquet(path, columns=list(REQUIRED))
+    teacher = TEACHER_PROMPT in schema
+    if teacher and schema[TEACHER_PROMPT] not in (pl.String, pl.Null):
+        raise InputError(path, f"has type {schema[TEACHER_PROMPT]}, expected String", field=TEACHER_PROMPT)
+    df = read_parquet(path, columns=[*REQUIRED, *([TEACHER_PROMPT] if teacher else [])])
     for name in REQUIRED:
         bad = df.with_row_index().filter(pl.col(name).is_null() | (pl.col(name).str.strip_chars() == ""))
         if bad.height:
@@ -83,11 +90,12 @@ def read_examples(path: Path) -> Examples:
                              field=name)
     if df.height == 0:
         raise InputError(path, "has no rows")
-    return Examples(path, df["prompt"].to_list(), df["completion"].to_list())
+    return Examples(path, df["prompt"].to_list(), df["completion"].to_list(),
+                    df[TEACHER_PROMPT].to_list() if teacher else None)
 
 
 def _read_jsonl(path: Path) -> Examples:
-    prompts, completions = [], []
+    prompts, completions, teacher = [], [], []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -103,11 +111,15 @@ def _read_jsonl(path: Path) -> Examples:
                     raise InputError(path, "is missing", line=line_no, field=name)
                 if not isinstance(row[name], str) or not row[name].strip():
                     raise InputError(path, "must be a non-empty string", line=line_no, field=name)
+            value = row.get(TEACHER_PROMPT)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InputError(path, "must be a non-empty string or null", line=line_no, field=TEACHER_PROMPT)
             prompts.append(row["prompt"])
             completions.append(row["completion"])
+            teacher.append(value)
     if not prompts:
         raise InputError(path, "has no rows")
-    return Examples(path, prompts, completions)
+    return Examples(path, prompts, completions, teacher if any(t is not None for t in teacher) else None)
 
 
 def fingerprint(*sets: Examples | None) -> str:
@@ -129,6 +141,7 @@ class Tokenized:
     n_prompt: np.ndarray  # (N,) prompt tokens per example, <bos> included
     n_truncated: int  # examples cut at max_len
     n_dropped: int  # examples whose prompt filled max_len (not in `ids`)
+    kept: np.ndarray | None = None  # (N,) index of each example in the Examples it came from
 
     @property
     def lengths(self) -> np.ndarray:
@@ -136,8 +149,8 @@ class Tokenized:
 
 
 def tokenize(examples: Examples, tokenizer, eot_id: int, max_len: int) -> Tokenized:
-    ids, n_prompt, truncated, dropped = [], [], 0, 0
-    for prompt, completion in zip(examples.prompts, examples.completions):
+    ids, n_prompt, kept, truncated, dropped = [], [], [], 0, 0
+    for index, (prompt, completion) in enumerate(zip(examples.prompts, examples.completions)):
         p = tokenizer.encode(prompt, add_bos=True)
         if len(p) >= max_len:
             dropped += 1
@@ -148,10 +161,11 @@ def tokenize(examples: Examples, tokenizer, eot_id: int, max_len: int) -> Tokeni
             seq = seq[:max_len]
         ids.append(np.asarray(seq, dtype=np.int32))
         n_prompt.append(len(p))
+        kept.append(index)
     if not ids:
         raise InputError(examples.path,
                          f"every prompt is at least --max-len {max_len} tokens: nothing to train on")
-    return Tokenized(ids, np.asarray(n_prompt, dtype=np.int64), truncated, dropped)
+    return Tokenized(ids, np.asarray(n_prompt, dtype=np.int64), truncated, dropped, np.asarray(kept, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------------- order
