@@ -66,20 +66,41 @@ def write_recipe(tmp_path: Path, text: str = SMALL, name: str = "small.toml") ->
 def test_cpu_demo_wires_one_run_folder(tmp_path):
     p = plan_mod.build(CPU_DEMO, out=tmp_path / "run")
     names = [s.name for s in p.stages]
-    assert names == ["problems", "generate", "filter", "train", "export", "eval-base", "eval-final", "report"]
+    assert names == ["problems", "generate", "filter", "distill-logits", "train", "train-sft-only", "export",
+                     "export-sft-only", "rl", "rl-export", "eval-base.test", "eval-final.test", "eval-sft.test",
+                     "eval-sft-only.test", "eval-base.transfer", "eval-final.transfer", "report"]
     out = tmp_path / "run"
     gen, filt, train = p.stage("generate"), p.stage("filter"), p.stage("train")
     assert gen.config["out"] == str(out / "traces")
     task = p.stage("problems").config["task"]
     assert gen.config["source"] == str(out / "problems" / f"rg-{task}-train.jsonl")
     assert (filt.config["traces"], filt.config["out"]) == (str(out / "traces"), str(out / "data"))
+    # distillation: the teacher's top-k over its own traces, then the student trains on them
+    logits = p.stage("distill-logits")
+    assert logits.config["data"] == str(out / "data") and logits.config["teacher_prompt"] == "auto"
+    assert train.command == "distill train" and train.config["logits"] == str(out / "logits")
     assert (train.config["data"], train.config["out"]) == (str(out / "data"), str(out / "sft"))
+    # the ablation: SFT on the same data, steps and seed, no teacher
+    only = p.stage("train-sft-only")
+    assert only.command == "train" and only.config["out"] == str(out / "sft-only") and "logits" not in only.config
+    for key in ("data", "steps", "seed", "lr", "batch_size", "max_len", "lora_rank"):
+        assert only.config[key] == train.config[key], key
     assert p.stage("export").config["ckpt"] == str(out / "sft")
-    base, final = p.stage("eval-base"), p.stage("eval-final")
+    assert p.stage("rl").config["model"] == str(out / "sft-model")
+    base, final = p.stage("eval-base.test"), p.stage("eval-final.test")
     assert base.config["model"] == "gemma-3-270m" and base.config["prompt_style"] == "few_shot"
-    assert final.config["model"] == str(out / "sft-model") and final.config["prompt_style"] == "chat"
+    assert final.config["model"] == str(out / "rl-model") and final.config["prompt_style"] == "chat"
     assert base.config["source"] == final.config["source"] == str(out / "problems" / f"rg-{task}-test.jsonl")
-    assert [(a.name, b.name) for a, b in p.comparisons()] == [("eval-base", "eval-final")]
+    assert p.stage("eval-sft.test").config["model"] == str(out / "sft-model")
+    assert p.stage("eval-sft-only.test").config["model"] == str(out / "sft-only-model")
+    assert p.stage("eval-sft.test").config["prompt_style"] == "chat"
+    transfer = p.stage("eval-final.transfer")
+    assert transfer.config["source"] == str(out / "problems" / f"rg-{task}-transfer.jsonl")
+    assert [(a.name, b.name) for a, b in p.comparisons()] == [("eval-base.test", "eval-final.test"),
+                                                              ("eval-base.transfer", "eval-final.transfer")]
+    assert [(label, s.name) for label, s in p.rungs()] == [
+        ("base", "eval-base.test"), ("distill", "eval-sft.test"), ("rl", "eval-final.test"),
+        ("sft-only", "eval-sft-only.test")]
     # every stage config carries every field of its dataclass (defaults included)
     assert train.config["lora_rank"] == 16 and "warmup_steps" not in train.config  # None is dropped
     assert "max_grad_norm" in train.config
@@ -133,9 +154,10 @@ def test_bad_recipes_fail_before_any_work(tmp_path, text, message):
 
 
 # ---------------------------------------------------------------------------------------------------- bookkeeping
-def _eval_samples(folder: Path, model: str, n: int = 40) -> None:
-    """An eval folder in `cotgen eval`'s format: the base is right on 30% of problems, the trained model on 70%."""
-    rate = 0.3 if model == "gemma-3-270m" else 0.7
+def _eval_samples(folder: Path, model: str, n: int = 40, rates: dict | None = None) -> None:
+    """An eval folder in `cotgen eval`'s format: the base is right on 30% of problems, a trained model on 70%
+    (or `rates[model folder name]`)."""
+    rate = 0.3 if model == "gemma-3-270m" else (rates or {}).get(Path(model).name, 0.7)
     rows = []
     for i in range(n):
         ok = (i % 10) < rate * 10
@@ -159,6 +181,7 @@ class FakeStages:
     def __init__(self):
         self.calls: list[tuple[str, dict]] = []
         self.fail: set[str] = set()
+        self.rates: dict[str, float] = {}  # eval: model folder name -> share right
 
     def __call__(self, cmd, log_path, env):
         command = " ".join(cmd[3:5]) if cmd[3] == "distill" else cmd[3]
@@ -174,7 +197,7 @@ class FakeStages:
         if command in self.fail:
             return 1
         if command == "eval":
-            _eval_samples(out, values["model"])
+            _eval_samples(out, values["model"], rates=self.rates)
         if command in ("train", "rl"):
             (out / "run.json").write_text(json.dumps({"status": "done", "final_step": 2}))
         return 0
@@ -284,6 +307,52 @@ def test_report_compares_base_and_final(tmp_path, fake):
     assert "Faithful work (right answer, a right arithmetic step and no wrong one): base 30.0% -> trained 70.0%" in text
     assert "false arithmetic step: base 70.0% -> trained 30.0%" in text
     assert {t["stage"] for t in doc["timings"]} >= {"generate", "train", "eval-final"}
+
+
+LADDER = SMALL + """
+[distill]
+teacher = "gemma-3-270m"
+sft_only = true
+
+[rl]
+steps = 2
+"""
+
+
+def test_report_ladder_rung_by_rung(tmp_path, fake):
+    out = tmp_path / "run"
+    fake.rates = {"sft-model": 0.5, "sft-only-model": 0.4}
+    rows = runner.run(plan_mod.build(write_recipe(tmp_path, LADDER), out=out))
+    assert {r["stage"] for r in rows} >= {"train-sft-only", "export-sft-only", "eval-sft", "eval-sft-only"}
+    assert fake.commands().count("train") == 1 and fake.commands().count("distill train") == 1
+    doc = json.loads((out / "report.json").read_text())
+    steps = {(st["from"], st["to"]): st for st in doc["ladder"]}
+    assert list(steps) == [("base", "distill"), ("distill", "rl"), ("base", "sft-only"), ("sft-only", "distill")]
+    p = steps[("base", "distill")]["metrics"]["pass@1"]
+    assert (p["a"], p["b"]) == (pytest.approx(0.3), pytest.approx(0.5)) and p["lo"] > 0
+    assert steps[("distill", "rl")]["mcnemar"]["b_only"] == 8  # 20 of 40 right -> 28 of 40
+    assert steps[("sft-only", "distill")]["metrics"]["pass@1"]["diff"] == pytest.approx(0.1)
+    assert "format" in steps[("distill", "rl")]["metrics"] and "truncated" in steps[("distill", "rl")]["metrics"]
+    text = (out / "report.md").read_text()
+    assert "## The ladder, rung by rung" in text and "| distill -> **rl** | 50.0% -> 70.0% | +20.0 |" in text
+    assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the headline still compares base and final (rl)
+    assert doc["phases"][0]["headline"]["b"] == pytest.approx(0.7)
+
+
+def test_transfer_split_is_harder_and_disjoint(tmp_path):
+    from cotgen.recipe import problems
+
+    spec = problems.check({"task": "chain_sum", "config": {"min_terms": 2, "max_terms": 2, "max_digits": 1},
+                           "train": 50, "test": 10, "transfer": {"min_terms": 4, "max_terms": 4},
+                           "transfer_size": 12}, tmp_path / "r.toml")
+    sets = problems.build(spec)
+    assert len(sets["transfer"]) == 12
+    assert not {r["question"] for r in sets["transfer"]} & {r["question"] for r in sets["train"]}
+    assert all(r["question"].count("+") + r["question"].count("-") == 3 for r in sets["transfer"])
+    assert all(r["question"].count("+") + r["question"].count("-") == 1 for r in sets["train"])
+    with pytest.raises(CotgenError, match="transfer split needs"):
+        plan_mod.build(write_recipe(tmp_path, SMALL + '\n[eval.hard]\nsplit = "transfer"\n'), out=tmp_path / "x")
 
 
 def test_report_says_when_the_goal_is_missed(tmp_path):

@@ -11,13 +11,19 @@ Recipe tables (every one optional except `[train]` and `[eval]`):
     [generate]  GenerateConfig keys        -> OUT/traces
     [filter]    FilterConfig keys          -> OUT/data
     [train]     TrainConfig keys           -> OUT/sft
-    [distill]   teacher, temperature, alpha: train becomes `cotgen distill train` (logit distillation from
-                the teacher in memory); with a [distill.logits] table (LogitsConfig keys) the teacher's top-k
-                logits are stored first (`cotgen distill logits` -> OUT/logits) and the student trains offline
+    [distill]   teacher, temperature, alpha, teacher_prompt: train becomes `cotgen distill train` (logit
+                distillation from the teacher in memory); with a [distill.logits] table (LogitsConfig keys) the
+                teacher's top-k logits are stored first (`cotgen distill logits` -> OUT/logits) and the student
+                trains offline. sft_only = true adds the ablation: `cotgen train` on the same data, steps and
+                seed (-> OUT/sft-only, OUT/sft-only-model, OUT/eval-sft-only)
     [export]    format, dtype              -> OUT/sft-model (and OUT/rl-model after rl)
     [rl]        RLConfig keys              -> OUT/rl (policy: OUT/sft-model)
     [eval]      EvalConfig keys shared by  -> OUT/eval-base (model: train.model) and OUT/eval-final (the trained
                 [eval.base] / [eval.final] overrides      student: the last exported model)
+
+The ladder: with [rl], the model before it (OUT/sft-model) is evaluated too (OUT/eval-sft, the [eval.final]
+overrides), and with the ablation the SFT-only model (OUT/eval-sft-only); these middle rungs are evaluated on
+the first eval phase only (the held-out set), the others (e.g. a harder `transfer` split) compare base and final.
 
 Phases: a sub-table of `[generate]`, `[rl]` or `[eval]` whose name is not a key (`[generate.gsm8k]`,
 `[generate.math]`) is one phase of that stage: the stage's own keys are shared, the phase's keys override them,
@@ -54,7 +60,7 @@ CONFIGS = {
     "distill train": ("cotgen.distill.config:DistillConfig", ("data", "out", "resume", "logits")),
     "distill logits": ("cotgen.distill.config:LogitsConfig", ("data", "out")),
 }
-DISTILL_KEYS = {"teacher", "temperature", "alpha"}
+DISTILL_KEYS = {"teacher", "temperature", "alpha", "teacher_prompt", "sft_only"}
 RUN_KEYS = {"out": str, "data_dir": str, "goal_points": float, "name": str, "vllm_python": str}
 EXPORT_KEYS = {"format": str, "dtype": str}
 EXPORT_DTYPES = ("float32", "bfloat16")
@@ -104,6 +110,25 @@ class Plan:
         finals = {s.phase: s for s in self.stages if s.command == "eval" and s.name.startswith("eval-final")}
         return [(s, finals[s.phase]) for s in self.stages
                 if s.command == "eval" and s.name.startswith("eval-base") and s.phase in finals]
+
+    def rungs(self) -> list[tuple[str, Stage]]:
+        """The ladder on the first eval phase: (label, eval stage) for base, the trained student before rl
+        (labelled `distill` or `sft`), after rl, and the SFT-only ablation last; [] without middle rungs."""
+        pairs = self.comparisons()
+        if not pairs:
+            return []
+        phase = pairs[0][0].phase
+        suffix = f".{phase}" if phase else ""
+        names = {s.name: s for s in self.stages}
+        trained = "distill" if any(s.command == "distill train" for s in self.stages) else "sft"
+        ladder = [("base", names[f"eval-base{suffix}"])]
+        if f"eval-sft{suffix}" in names:
+            ladder += [(trained, names[f"eval-sft{suffix}"]), ("rl", names[f"eval-final{suffix}"])]
+        else:
+            ladder.append((trained, names[f"eval-final{suffix}"]))
+        if f"eval-sft-only{suffix}" in names:
+            ladder.append(("sft-only", names[f"eval-sft-only{suffix}"]))
+        return ladder if len(ladder) > 2 else []
 
 
 def resolve_values(cls_path: str, values: dict[str, Any], path: Path, where: str,
@@ -227,7 +252,7 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
         spec = problems.check(doc["problems"], path)
         folder = root / "problems"
         add(Stage("problems", "problems", folder, spec))
-        problem_files = {split: str(folder / problems.file_name(spec, split)) for split in ("train", "test")}
+        problem_files = {split: str(folder / problems.file_name(spec, split)) for split in problems.splits(spec)}
 
     def with_problems(values: dict, split_default: str) -> dict:
         """Point a stage at the generated problem files unless it names a source itself."""
@@ -235,7 +260,9 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
             return values
         split = values.get("split", split_default)
         if split not in problem_files:
-            raise InputError(path, f"[problems] writes train and test splits, not {split!r}", field="split")
+            raise InputError(path, f"[problems] writes {', '.join(problem_files)} splits, not {split!r}"
+                             + ("" if "transfer" in problem_files else " (a transfer split needs "
+                                "[problems] transfer = {...})"), field="split")
         return {**values, "source": problem_files[split], "split": split}
 
     after_problems = ("problems",) if problem_files else ()
@@ -285,21 +312,30 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
     tvalues["out"] = str(root / "sft")
     student = tvalues.get("model", "gemma-3-270m")
     command, after = "train", (data_stage.name,) if data_stage else ()
+    sft_only, ablation = False, {}
     if "distill" in doc:
         distill = dict(doc["distill"])
         logits_table = distill.pop("logits", None)
         for key in distill:
             if key not in DISTILL_KEYS:
-                raise InputError(path, "unknown key in [distill] (known: teacher, temperature, alpha, and a "
-                                 "[distill.logits] table)", field=key)
+                raise InputError(path, "unknown key in [distill] (known: teacher, temperature, alpha, "
+                                 "teacher_prompt, sft_only, and a [distill.logits] table)", field=key)
         if "teacher" not in distill:
             raise InputError(path, "[distill] needs teacher = MODEL", field="teacher")
+        sft_only = distill.pop("sft_only", False)
+        if not isinstance(sft_only, bool):
+            raise InputError(path, f"must be true or false, got {sft_only!r}", field="distill.sft_only")
+        if sft_only:
+            ablation = {k: v for k, v in tvalues.items() if k != "out"}
         command = "distill train"
         if isinstance(logits_table, dict):
             _owned(logits_table, CONFIGS["distill logits"][1], "distill.logits", path)
-            lvalues = {**logits_table, "teacher": distill.pop("teacher"), "data": tvalues["data"],
-                       "out": str(root / "logits")}
-            tables = _tables(("distill.logits", logits_table), ("distill", {"teacher": 0}))
+            if "teacher_prompt" in distill and "teacher_prompt" in logits_table:
+                raise InputError(path, "set teacher_prompt in [distill] or in [distill.logits], not both",
+                                 field="distill.teacher_prompt")
+            moved = {k: distill.pop(k) for k in ("teacher", "teacher_prompt") if k in distill}
+            lvalues = {**logits_table, **moved, "data": tvalues["data"], "out": str(root / "logits")}
+            tables = _tables(("distill.logits", logits_table), ("distill", moved))
             logits = add(_stage("distill-logits", "distill logits", root / "logits", lvalues, after, None, path,
                                 "[distill.logits]", tables))
             distill["logits"] = str(logits.folder)
@@ -307,6 +343,12 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
         tvalues.update(distill)
         train_tables.update(_tables(("distill", distill)))
     train = add(_stage("train", command, root / "sft", tvalues, after, None, path, "[train]", train_tables))
+    sft_only_train = None
+    if sft_only:  # the same data, steps and seed, without the teacher
+        ablation["out"] = str(root / "sft-only")
+        sft_only_train = add(_stage("train-sft-only", "train", root / "sft-only", ablation,
+                                    (data_stage.name,) if data_stage else (), None, path, "[train]",
+                                    _tables(("train", ablation))))
     export_values = {"format": "safetensors", "dtype": "float32", **doc.get("export", {})}
     _check_keys(path, "export", export_values, EXPORT_KEYS)
     if export_values["format"] != "safetensors":
@@ -317,6 +359,10 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
                          field="export.dtype")
     sft_model = add(Stage("export", "export", root / "sft-model", {"ckpt": str(train.folder), **export_values},
                           (train.name,)))
+    ablation_model = None
+    if sft_only_train is not None:
+        ablation_model = add(Stage("export-sft-only", "export", root / "sft-only-model",
+                                   {"ckpt": str(sft_only_train.folder), **export_values}, (sft_only_train.name,)))
     final = sft_model
 
     # rl phases, in order ----------------------------------------------------------------------------------
@@ -336,18 +382,25 @@ def build(recipe: str | Path, *, out: str | Path | None = None, smoke: bool = Fa
     # eval: base and final for every phase ---------------------------------------------------------------------
     ev_shared, ev_phases = _split_phases(doc["eval"], reserved=("base", "final"))
     base_over, final_over = ev_shared.pop("base", {}), ev_shared.pop("final", {})
-    for phase, extra in (ev_phases or {None: {}}).items():
+    for n_phase, (phase, extra) in enumerate((ev_phases or {None: {}}).items()):
         suffix = f".{phase}" if phase else ""
         phase_base, phase_final = extra.pop("base", {}) if extra else {}, extra.pop("final", {}) if extra else {}
-        for who, model, over, phase_over, after in (
-                ("base", student, base_over, phase_base, after_problems),
-                ("final", str(final.folder), final_over, phase_final, (final.name, *after_problems))):
+        rungs = [("base", student, "base", after_problems),
+                 ("final", str(final.folder), "final", (final.name, *after_problems))]
+        if n_phase == 0:  # the ladder's middle rungs, asked as the final student is
+            if final is not sft_model:
+                rungs.append(("sft", str(sft_model.folder), "final", (sft_model.name, *after_problems)))
+            if ablation_model is not None:
+                rungs.append(("sft-only", str(ablation_model.folder), "final",
+                              (ablation_model.name, *after_problems)))
+        for who, model, asked, after in rungs:
+            over, phase_over = (base_over, phase_base) if asked == "base" else (final_over, phase_final)
             values = with_problems({**common, **ev_shared, **extra, **over, **phase_over}, "test")
             _owned(values, ("model", "out"), f"eval{suffix} ({who})", path)
             folder = root / f"eval-{who}" / (phase or "")
             values.update(model=model, out=str(folder))
-            tables = _tables(run_tables, ("eval", ev_shared), (f"eval{suffix}", extra), (f"eval.{who}", over),
-                             (f"eval{suffix}.{who}", phase_over))
+            tables = _tables(run_tables, ("eval", ev_shared), (f"eval{suffix}", extra), (f"eval.{asked}", over),
+                             (f"eval{suffix}.{asked}", phase_over))
             add(_stage(f"eval-{who}{suffix}", "eval", folder, values, after, phase, path,
                        f"[eval{suffix}] ({who})", tables))
     evals = tuple(s.name for s in stages if s.command == "eval")

@@ -5,6 +5,11 @@ over their shared problems: B - A for every metric with a paired bootstrap 95% i
 test on greedy correctness. The headline is greedy pass@1; the goal (default +10 points with an interval that
 excludes zero) is met or not, and the report says which. Alongside: what each stage produced (traces kept,
 SFT loss, RL rewards) and each stage's wall time. Files: OUT/report.md, OUT/report.json, OUT/report.png.
+
+The ladder (`Plan.rungs`, when the run has a middle rung: rl after distill or SFT, or the SFT-only ablation):
+each rung against the one below it on the same held-out problems (base -> distill -> rl), and the ablation as
+SFT-only vs base and distill vs SFT-only; pass@1, format rate and truncation with their paired intervals, and
+McNemar. OUT/ladder.png plots it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from cotgen.io import atomic_path, write_text
 from cotgen.recipe.plan import Plan
 
 HEADLINE = "greedy/pass@1"
+LADDER_METRICS = (("greedy/pass@1", "pass@1"), ("greedy/format_rate", "format"),
+                  ("greedy/truncation_rate", "truncated"))
 WORK_LINES = (  # the arithmetic of the reasoning (cotgen/verify/steps.py), beside the headline
     ("greedy/faithful_rate", "Faithful work (right answer, a right arithmetic step and no wrong one)"),
     ("greedy/wrong_step_rate", "Answers whose reasoning has a false arithmetic step"),
@@ -46,6 +53,87 @@ def compare_phases(plan: Plan) -> list[dict]:
                                                             "max_tokens", "problems")}
                                 for who, p in protos.items()}})
     return out
+
+
+def ladder(plan: Plan) -> list[dict]:
+    """Rung-by-rung comparisons (see the module doc); [] without middle rungs or where an eval is missing."""
+    from cotgen.eval import compare as cmp
+
+    rungs = plan.rungs()
+    if not rungs:
+        return []
+    main = [r for r in rungs if r[0] != "sft-only"]
+    pairs = list(zip(main, main[1:]))
+    only = dict(rungs).get("sft-only")
+    if only is not None:
+        pairs += [(main[0], ("sft-only", only)), (("sft-only", only), main[1])]
+    out = []
+    for (la, a), (lb, b) in pairs:
+        if not ((a.folder / "samples.parquet").is_file() and (b.folder / "samples.parquet").is_file()):
+            continue
+        c = cmp.compare(a.folder, b.folder)
+        rows = {r["metric"]: r for r in c.rows}
+        m = c.mcnemar
+        out.append({"from": la, "to": lb, "shared": c.shared,
+                    "metrics": {name: {k: rows[metric][k] for k in ("a", "b", "diff", "lo", "hi")}
+                                for metric, name in LADDER_METRICS if metric in rows},
+                    "mcnemar": dict(m) if m else None})
+    return out
+
+
+def ladder_markdown(steps: list[dict], rungs: list[tuple[str, object]]) -> list[str]:
+    if not steps:
+        return []
+    lines = ["## The ladder, rung by rung", "",
+             "Each rung against the one before it on the same held-out problems (paired bootstrap 95% CI, McNemar's "
+             "exact test on greedy correctness): " + " -> ".join(f"`{r[0]}`" for r in rungs) + ".", "",
+             "| rung | pass@1 | change (points) | 95% CI | format | truncated | McNemar (a only / b only, p) |",
+             "|---|---:|---:|---|---:|---:|---|"]
+    for st in steps:
+        p, f, t = (st["metrics"].get(k, {}) for k in ("pass@1", "format", "truncated"))
+        m = st["mcnemar"]
+        lines.append(f"| {st['from']} -> **{st['to']}** | {100 * p['a']:.1f}% -> {100 * p['b']:.1f}% | "
+                     f"{100 * p['diff']:+.1f} | [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}] | "
+                     f"{100 * f['a']:.1f}% -> {100 * f['b']:.1f}% | {100 * t['a']:.1f}% -> {100 * t['b']:.1f}% | "
+                     + (f"{m['a_only']} / {m['b_only']}, p = {m['p_value']:.3g}" if m else "") + " |")
+    return lines + ["", "![the ladder](ladder.png)", ""]
+
+
+def plot_ladder(steps: list[dict], path: Path) -> None:
+    """Pass@1 of every rung with the paired 95% CI of its change from the rung below it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [st for st in steps if "sft-only" not in (st["from"], st["to"])]
+    if not main:
+        return
+    chain = [(main[0]["from"], 100 * main[0]["metrics"]["pass@1"]["a"], None)]
+    chain += [(st["to"], 100 * st["metrics"]["pass@1"]["b"], st) for st in main]
+    only = next((st for st in steps if st["to"] == "sft-only"), None)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
+    x = list(range(len(chain)))
+    ax.plot(x, [c[1] for c in chain], "-o", color="#3b75af")
+    for i, (label, y, st) in enumerate(chain):
+        if st is not None:
+            p = st["metrics"]["pass@1"]
+            ax.annotate(f"{100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]", (i, y),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    if only is not None:  # beside the rung trained on the same data with the teacher
+        p = only["metrics"]["pass@1"]
+        ax.plot([1.15], [100 * p["b"]], "s", color="#999999", label="sft-only (same data, steps, seed)")
+        ax.annotate(f"{100 * p['diff']:+.1f} vs base", (1.15, 100 * p["b"]), textcoords="offset points",
+                    xytext=(0, -14), ha="center", fontsize=8, color="#666666")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xticks(x, [c[0] for c in chain])
+    ax.set_ylabel("greedy pass@1 (%)")
+    ax.set_title("the ladder: each rung vs the one before it (95% CI)")
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def goal(headline: dict | None, points: float) -> dict:
@@ -82,7 +170,8 @@ def stage_facts(plan: Plan) -> dict:
     return facts
 
 
-def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, times: list[dict]) -> str:
+def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, times: list[dict],
+             steps: list[dict] | None = None) -> str:
     lines = [f"# cotgen run: {plan.name}", "", f"- recipe: `{plan.recipe}` (copy: `{plan.out}/recipe/recipe.toml`)",
              f"- run folder: `{plan.out}`", ""]
     if plan.smoke is not None:
@@ -116,6 +205,7 @@ def markdown(plan: Plan, phases: list[dict], goals: list[dict], facts: dict, tim
                    f"`{pf.get('prompt_style')}` prompts ({pf.get('prompt_template')}); both greedy, at most "
                    f"{pf.get('max_tokens')} new tokens, the same extractor and verifier."), "",
                   "<details><summary>every metric</summary>", "", ph["markdown"], "</details>", ""]
+    lines += ladder_markdown(steps or [], plan.rungs())
     if facts:
         lines += ["## Stages", ""]
         for name, f in facts.items():
@@ -180,10 +270,12 @@ def write(plan: Plan, times: list[dict]) -> str:
     phases = compare_phases(plan)
     goals = [goal(p["headline"], plan.goal_points) for p in phases]
     facts = stage_facts(plan)
+    steps = ladder(plan)
     doc = {"recipe": str(plan.recipe), "out": str(plan.out),
            "phases": [{k: v for k, v in p.items() if k != "markdown"} | {"goal": g} for p, g in zip(phases, goals)],
-           "stages": facts, "timings": times}
+           "ladder": steps, "stages": facts, "timings": times}
     write_text(plan.out / "report.json", json.dumps(doc, indent=2, default=str) + "\n")
     plot(phases, plan.out / "report.png", plan.goal_points)
-    write_text(plan.out / "report.md", markdown(plan, phases, goals, facts, times))
+    plot_ladder(steps, plan.out / "ladder.png")
+    write_text(plan.out / "report.md", markdown(plan, phases, goals, facts, times, steps))
     return str(plan.out / "report.md")
