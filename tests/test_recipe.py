@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cotgen.errors import CotgenError
+from cotgen.errors import CotgenError, InputError
 from cotgen.eval.adapters import add_work
 from cotgen.eval.records import SAMPLE_SCHEMA, WORK
 from cotgen.recipe import plan as plan_mod
@@ -353,6 +353,15 @@ def test_transfer_split_is_harder_and_disjoint(tmp_path):
     assert all(r["question"].count("+") + r["question"].count("-") == 1 for r in sets["train"])
     with pytest.raises(CotgenError, match="transfer split needs"):
         plan_mod.build(write_recipe(tmp_path, SMALL + '\n[eval.hard]\nsplit = "transfer"\n'), out=tmp_path / "x")
+
+
+def test_a_teacher_of_another_vocabulary_is_refused_before_any_work(tmp_path, fake):
+    text = SMALL + '\n[distill]\nteacher = "google/gemma-2-9b-it"\n\n[distill.logits]\ntop_k = 8\n'
+    plan = plan_mod.build(write_recipe(tmp_path, text), out=tmp_path / "run")
+    with pytest.raises(InputError, match=r"distill\.teacher.*gemma2.*cannot score.*gemma3") as err:
+        runner.preflight(plan)
+    assert err.value.field == "distill.teacher" and str(err.value).startswith(str(tmp_path / "small.toml"))
+    assert fake.calls == []
 
 
 def test_report_says_when_the_goal_is_missed(tmp_path):

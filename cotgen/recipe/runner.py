@@ -35,7 +35,7 @@ import tomli_w
 
 from cotgen import __version__
 from cotgen.config import describe_changes, to_dict
-from cotgen.errors import CotgenError
+from cotgen.errors import CotgenError, InputError
 from cotgen.io import write_text
 from cotgen.recipe.plan import Plan, Stage, digest
 
@@ -255,6 +255,7 @@ def preflight(plan: Plan) -> None:
     `--smoke` runs on host CPU devices and checks only vLLM."""
     from cotgen.recipe import estimate
 
+    check_teacher(plan)
     platform = "cpu" if plan.smoke is not None else estimate.profile(plan.target).get("platform", "cpu")
     checked: dict[str, bool] = {}
     for s in (s for s in plan.stages if uses_vllm(s)):
@@ -286,6 +287,24 @@ def preflight(plan: Plan) -> None:
         if size > count:
             raise CotgenError(f"stage {name}: mesh = {mesh!r} needs {size} devices, JAX sees {count} ({seen}): "
                               "shrink fsdp/tp to fit")
+
+
+def check_teacher(plan: Plan) -> None:
+    """A [distill] teacher must score the student's tokens: the same model family (Gemma 2's 256,000-row
+    vocabulary or Gemma 3's 262,144), known from the specs alone (the stages check tokenizers again)."""
+    from cotgen.recipe.dryrun import preset_family, preset_for
+
+    train = plan.stage("train")
+    if train.command != "distill train":
+        return
+    stage = next((s for s in plan.stages if s.command == "distill logits"), train)
+    teacher, student = stage.settings.teacher, train.settings.model
+    t, s = preset_for(teacher, plan), preset_for(student, plan)
+    if t and s and preset_family(t) != preset_family(s):
+        raise InputError(plan.recipe, f"the teacher {teacher} ({preset_family(t)}) cannot score the student "
+                         f"{student}'s tokens ({preset_family(s)}): logit distillation needs one vocabulary "
+                         "(Gemma 2: 256,000 rows, Gemma 3: 262,144); pick a teacher of the student's family",
+                         field="distill.teacher")
 
 
 def _jax_devices() -> tuple[str, int]:
