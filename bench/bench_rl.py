@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the longest prompt rounded up to 64")
     ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--beta", type=float, default=None, help="KL weight (0: no reference log-probs); default 0.04")
+    ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--eval-size", type=int, default=4)
     ap.add_argument("--eval-every", type=int, default=None, help="default: only before and after")
     ap.add_argument("--any-answer", action="store_true", help="correctness from the whole extraction ladder")
@@ -81,7 +83,7 @@ def main() -> None:
                    eval_every=args.eval_every or args.steps, save_every=args.steps,
                    strict_answer=not args.any_answer, rollout=args.arm.split(":")[0],
                    rollout_seeding=args.arm.split(":")[1] if ":" in args.arm else args.rollout_seeding,
-                   seed=args.seed)
+                   seed=args.seed, beta=args.beta, lr=args.lr)
     started = time.perf_counter()
     state = run(cfg)
     wall = time.perf_counter() - started

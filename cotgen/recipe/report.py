@@ -86,7 +86,9 @@ def ladder_markdown(steps: list[dict], rungs: list[tuple[str, object]]) -> list[
         return []
     lines = ["## The ladder, rung by rung", "",
              "Each rung against the one before it on the same held-out problems (paired bootstrap 95% CI, McNemar's "
-             "exact test on greedy correctness): " + " -> ".join(f"`{r[0]}`" for r in rungs) + ".", "",
+             "exact test on greedy correctness): " + " -> ".join(f"`{r[0]}`" for r in rungs if r[0] != "sft-only")
+             + (", and the ablation `sft-only` (the same data, steps and seed without the teacher) against `base` and "
+                "the distilled student" if any(r[0] == "sft-only" for r in rungs) else "") + ".", "",
              "| rung | pass@1 | change (points) | 95% CI | format | truncated | McNemar (a only / b only, p) |",
              "|---|---:|---:|---|---:|---:|---|"]
     for st in steps:
