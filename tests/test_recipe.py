@@ -382,7 +382,7 @@ def test_dry_run_cpu_demo(tmp_path, embedded_folder):
     text = "\n".join(lines)
     assert ok, text
     assert "gemma3_270m: 0.268 B parameters" in text
-    assert "eval-final: chat prompts" in text and "eval-base: few_shot prompts" in text
+    assert "eval-final.test: chat prompts" in text and "eval-base.test: few_shot prompts" in text
     assert "0 held-out questions also in training" in text
     assert not (tmp_path / "run").exists()  # a dry-run writes nothing
 
