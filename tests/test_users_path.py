@@ -108,7 +108,7 @@ def test_dry_run_refuses_a_rollout_without_a_mapping_and_kd_across_families(tmp_
     assert not dryrun.run(plan_mod.build(path, out=tmp_path / "run"), echo=lines.append)
     fails = [line for line in lines[0].splitlines() if "[FAIL]" in line] if len(lines) == 1 else []
     assert any("rollout 'vllm' for gemma2 on tpu" in f and "no vllm_jax weight mapping" in f for f in fails), fails
-    assert any("(gemma3) and student hf:google/gemma-2-2b-it (gemma2)" in f for f in fails), fails
+    assert any("(gemma3) and train.model hf:google/gemma-2-2b-it (gemma2)" in f for f in fails), fails
 
 
 # ---------------------------------------------------------------------------------------------------- smoke

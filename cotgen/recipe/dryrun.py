@@ -11,8 +11,8 @@ Checked, in order, each a line marked ok / warn / FAIL:
    `nnx.eval_shape` (no weights allocated);
 5. meshes against the target's device count: train/rl fsdp x tp, vLLM tensor x data parallel, heads divisible by
    the tensor-parallel size, batches by fsdp;
-6. per-stage time and memory ESTIMATES for the `[target]` (estimate.py states every assumption), and the total
-   against `[target] budget_hours`.
+6. per-stage time and memory ESTIMATES for the `[target]` (estimate.py states every assumption), the stored
+   top-k logits' size (against `[target] disk_gib` where given), and the total against `[target] budget_hours`.
 """
 
 from __future__ import annotations
@@ -166,6 +166,35 @@ class Problems:
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+def model_family(spec: str, plan: Plan) -> str | None:
+    """"gemma2" | "gemma3" from a spec alone (its Tunix preset, else its name or tiny preset), None if unknown."""
+    preset = preset_for(spec, plan)
+    if preset:
+        return preset_family(preset)
+    from cotgen.models import known_family
+
+    return known_family(spec)
+
+
+def check_teacher_vocab(r: Report, plan: Plan) -> None:
+    """A [distill] teacher must score the student's tokens: one family's vocabulary (Gemma 2: 256,000 rows,
+    Gemma 3: 262,144; HF's Gemma 3 4B+ carry 64 image rows more, which cotgen drops). The teacher is the logits
+    stage's (offline) or the train stage's (online)."""
+    train = plan.stage("train")
+    if train.command != "distill train":
+        return
+    stage = next((x for x in plan.stages if x.command == "distill logits"), train)
+    teacher, student = stage.settings.teacher or "", train.settings.model
+    t, s = model_family(teacher, plan) if teacher else None, model_family(student, plan)
+    if t is None or s is None:
+        r.check(None, f"distill.teacher {teacher}: vocabulary not checked (family unknown from the spec)")
+        return
+    r.check(t == s, f"distill.teacher {teacher} ({t}) and train.model {student} ({s})"
+            + (": one vocabulary" if t == s else f": the teacher cannot score the student's tokens (logit "
+               "distillation needs one vocabulary; Gemma 2: 256,000 rows, Gemma 3: 262,144); pick a teacher of "
+               f"the {s} family or drop [distill]"))
+
+
 def _mesh(c) -> tuple[int, int]:
     """(fsdp, tp) of a train, distill train or rl config."""
     from cotgen.train.config import parse_mesh
@@ -262,6 +291,7 @@ def run(plan: Plan, *, echo=print) -> bool:
             lens = _lengths(tok, [prompts.teacher_prompt(q, style=g.prompt_style, shots=g.shots, k=g.shots_k)
                                   for q in questions])
             gen_max[s.name] = c.max_tokens
+            sets[s.name + "/teacher"] = lens
             worst = max(lens) + c.max_tokens
             r.check(worst <= c.max_model_len or c.backend != "vllm",
                     f"{s.name}: teacher prompts ({g.prompt_style}) {_stats(lens)}; + max_tokens {c.max_tokens} "
@@ -300,13 +330,18 @@ def run(plan: Plan, *, echo=print) -> bool:
                     f"(<= {longest}) vs max_len {train.max_len}: "
                     + ("every example fits" if cut == 0 else f"{cut}/{len(student)} prompts could see long "
                        "completions cut"))
+    for s in plan.stages:
+        if s.command == "distill logits":
+            ok = s.settings.max_len >= train.max_len
+            r.check(ok, f"{s.name}: max_len {s.settings.max_len} vs train max_len {train.max_len}"
+                    + ("" if ok else ": `cotgen distill train` refuses logits made for shorter rows"))
 
     r.section("4. model shapes (Tunix presets, abstract arrays: no weights)")
     shapes: dict[str, dict] = {}
     for s in plan.stages:
-        if s.command not in ("generate", "train", "distill train", "rl", "eval"):
+        if s.command not in ("generate", "distill logits", "train", "distill train", "rl", "eval"):
             continue
-        spec = s.settings.teacher if s.command == "generate" else s.settings.model
+        spec = s.settings.teacher if s.command in ("generate", "distill logits") else s.settings.model
         if not spec:
             continue
         preset = preset_for(spec, plan)
@@ -325,16 +360,7 @@ def run(plan: Plan, *, echo=print) -> bool:
                       f"{sh['embed_dim']}, {sh['num_heads']} heads / {sh['num_kv_heads']} KV x {sh['head_dim']}, "
                       f"vocab {sh['num_embed']}  ({users})")
 
-    train_stage = plan.stage("train")
-    if train_stage.command == "distill train" and train_stage.name in shapes:
-        teacher = train_stage.settings.teacher or ""
-        t_preset = preset_for(teacher, plan) if teacher else None
-        if t_preset:
-            t_family, s_family = preset_family(t_preset), shapes[train_stage.name]["family"]
-            r.check(t_family == s_family, f"[distill] teacher {teacher} ({t_family}) and student "
-                    f"{train_stage.settings.model} ({s_family})" + ("" if t_family == s_family else
-                    ": logit distillation needs one vocabulary (Gemma 2: 256k, Gemma 3: 262k); pick a teacher "
-                    "of the student's family or drop [distill]"))
+    check_teacher_vocab(r, plan)
 
     r.section(f"5. meshes on {devices} device(s)")
     for s in plan.stages:
@@ -357,6 +383,8 @@ def run(plan: Plan, *, echo=print) -> bool:
                            if c.rollout == "vllm" and p["platform"] != "tpu" else ": supported by the pinned Tunix"))
                 if c.rollout == "vllm" and p["platform"] == "gpu":
                     rl_memory_split(r, s.name, c, sh, p, sets.get(s.name + "/prompt_tokens", 256))
+        elif s.command == "distill logits":
+            check_logits_devices(r, s, sh, p)
         elif s.command in ("generate", "eval") and c.backend == "vllm":
             tp, dp = c.tensor_parallel_size, c.data_parallel_size
             r.check(tp * dp <= devices, f"{s.name}: vLLM tensor {tp} x data {dp} = {tp * dp} of {devices} devices")
@@ -388,17 +416,24 @@ def run(plan: Plan, *, echo=print) -> bool:
                               steps=c.steps, batch=c.batch_size, generations=c.num_generations,
                               max_tokens=c.max_tokens, prompt_tokens=sets.get(s.name + "/prompt_tokens", 256),
                               lora=c.lora_rank > 0, fsdp=fsdp, param_bytes=4 if c.dtype == "float32" else 2)
+        elif s.command == "distill logits" and (sh or p["kind"] == "cpu"):
+            row = logits_estimate(plan, s, sh, p, sets, keep)
         elif s.command == "filter":
             row = {"seconds": 30.0, "assumes": "verifier ~100k traces/s numeric path + start-up (bench_filter)"}
         elif s.command == "export":
             row = {"seconds": 60.0 if p["kind"] == "cpu" else 300.0, "assumes": "load, merge LoRA, write"}
         if row is None:
             continue
+        if s.command == "distill train" and c.logits is not None:
+            add_kd_memory(plan, row, c, sh, p)
         total += row["seconds"]
         mem = f", {row['memory_per_device_gib']} GiB per device" if "memory_per_device_gib" in row else ""
         fits = row.get("fits", True)
+        why = f": {row['why']}" if not fits and row.get("why") else ""
         r.check(bool(fits), f"{s.name:<20} ~{estimate.fmt_seconds(row['seconds'])}{mem}  "
-                                         f"({row.get('assumes', '')})")
+                                         f"({row.get('assumes', '')}){why}")
+        if "storage_bytes" in row:
+            check_storage(r, s, row, p)
     budget = plan.target.get("budget_hours")
     if budget:
         r.check(total <= budget * 3600, f"total ~{estimate.fmt_seconds(total)} against a budget of {budget} h")
@@ -410,16 +445,118 @@ def run(plan: Plan, *, echo=print) -> bool:
     return r.failures == 0
 
 
-def _train_steps(plan: Plan, c, sets: dict, keep: float) -> int:
-    """Steps of an epoch-based train stage (`c`: its config), from the problems generated and an assumed keep
-    rate."""
-    examples, tokens = 0, 0.0
+def _kept(plan: Plan, sets: dict, keep: float) -> list[tuple[str, float, int]]:
+    """(generate stage, training examples expected from it, its max_tokens) for every generate phase: problems x
+    min(n x keep rate, max_per_problem), less the validation share."""
+    out = []
     for s in plan.stages:
         if s.command == "generate" and s.name in sets:
             g, f = s.settings, plan.stage(s.name.replace("generate", "filter", 1)).settings
             per = min(g.n * keep, f.max_per_problem)
-            ex = sets[s.name].height * per * (1 - f.val_fraction)
-            examples += ex
-            tokens += ex * (150 + g.max_tokens * 0.5)
+            out.append((s.name, sets[s.name].height * per * (1 - f.val_fraction), g.max_tokens))
+    return out
+
+
+def _train_steps(plan: Plan, c, sets: dict, keep: float) -> int:
+    """Steps of an epoch-based train stage (`c`: its config), from the problems generated and an assumed keep
+    rate."""
+    kept = _kept(plan, sets, keep)
+    examples = sum(ex for _, ex, _ in kept)
+    tokens = sum(ex * (150 + max_tokens * 0.5) for _, ex, max_tokens in kept)
     rows = tokens / (c.max_len * 0.9) if c.packing else examples
     return max(1, math.ceil(rows * (c.epochs or 1) / c.batch_size))
+
+
+# ------------------------------------------------------------------------------------------- offline distillation
+MULTIMODAL = ("gemma3_4b", "gemma3_12b", "gemma3_27b")  # HF Gemma3ForConditionalGeneration, 262,208 rows
+
+
+def extra_rows(spec: str, sh: dict | None) -> int:
+    """Embedding rows past Gemma 3's 262,144 text tokens: 64 in HF's image-text checkpoints (Gemma 3 4B+), read
+    from a local folder's config.json, else told by the preset."""
+    config = Path(spec) / "config.json"
+    if config.is_file():
+        import json
+
+        hf = json.loads(config.read_text())
+        rows = hf.get("text_config", hf).get("vocab_size", 0)
+        return max(0, rows - 262_144) if hf.get("model_type", "").startswith("gemma3") else 0
+    return 64 if sh and sh["preset"].startswith(MULTIMODAL) else 0
+
+
+def logits_devices(c) -> int:
+    """Devices `cotgen distill logits` splits its teacher over: a vLLM tensor-parallel size or a Tunix mesh where
+    its config has one; LogitsConfig has neither today, so both producers hold the whole teacher on one device."""
+    if c.backend == "vllm":
+        return int(getattr(c, "tensor_parallel_size", 1))
+    return math.prod(_mesh(c)) if getattr(c, "mesh", None) else 1
+
+
+def check_logits_devices(r: Report, s, sh: dict | None, p: dict) -> None:
+    c, devices = s.settings, int(p["devices"])
+    used = logits_devices(c)
+    r.check(True if used == devices else (None if used < devices else False),
+            f"{s.name}: the teacher ({c.backend}) on {used} of {devices} device(s)"
+            + (" (cotgen distill logits has no tensor parallelism or mesh: one device)" if used == 1 < devices
+               else ""))
+    if sh and c.backend == "vllm" and used > 1:
+        check_heads(r, s.name, sh, used)
+    if c.backend == "vllm" and p["platform"] == "tpu" and extra_rows(c.teacher, sh):
+        # tpu-inference v0.22.1 (prompt log-probs added) to v0.27.0 and main (2026-08-22), TPUModelRunner
+        # execute: "prompt_logprobs is not supported for multimodal models", raised in the engine's step; only
+        # limit_mm_per_prompt with every modality at 0 turns the model text-only, and cotgen does not set it
+        r.check(False, f"{s.name}: vllm-tpu refuses prompt_logprobs for multimodal models (tpu-inference "
+                f"tpu_inference/runner/tpu_runner.py) and {c.teacher} is a Gemma 3 4B+ checkpoint "
+                "(Gemma3ForConditionalGeneration); use backend = \"tunix\"")
+
+
+def logits_estimate(plan: Plan, s, sh: dict | None, p: dict, sets: dict, keep: float) -> dict | None:
+    """The logits stage's row from the kept traces (`_kept`) and the prompts measured in section 3, paired by
+    question (lengths include <bos>): the student's prompt + completion + <end_of_turn>, cut at max_len, is
+    stored; under `teacher_prompt` auto or trace the teacher reads the same completion after the trace's own
+    prompt, and only the completion's rows are read back."""
+    c = s.settings
+    kept = _kept(plan, sets, keep)
+    if not kept:  # train.data given: nothing says how many tokens
+        return None
+    trace = c.teacher_prompt != "student"  # auto: generated traces carry their prompt (the filter's teacher_prompt)
+    share = p.get("completion_fraction", 0.5)
+    examples = tokens = teacher = rows = 0.0
+    longest = 0
+    for name, ex, max_tokens in kept:
+        student_lens = sets.get(name + "/student") or [150]
+        own_lens = (sets.get(name + "/teacher") or student_lens) if trace else student_lens
+        student, own = statistics.mean(student_lens), statistics.mean(own_lens)
+        n = min(student + max_tokens * share + 1, c.max_len)  # the student's row, cut at max_len
+        examples += ex
+        tokens += ex * n
+        teacher += ex * (own + n - student)
+        rows += ex * ((n - student) if trace else n - 1)  # positions whose log-probs are read
+        # the longest scored sequence: a completion of max_tokens, cut where the student's row reaches max_len
+        longest = max(longest, max(o + max(0, min(max_tokens + 1, c.max_len - n_s))
+                                   for o, n_s in zip(own_lens, student_lens)))
+    return estimate.logits(p, sh, tokens=tokens, examples=examples, teacher_tokens=teacher, read_rows=rows,
+                           top_k=c.top_k, backend=c.backend, devices=logits_devices(c),
+                           dtype_bytes=4 if c.dtype == "float32" else 2, batch_tokens=c.batch_tokens,
+                           longest=int(longest), extra_ids=extra_rows(c.teacher, sh))
+
+
+def check_storage(r: Report, s, row: dict, p: dict) -> None:
+    size, disk = row["storage_bytes"], p.get("disk_gib")
+    r.check(disk is None or size <= disk * GIB,
+            f"{s.name}: {row['tokens'] / 1e6:.1f} M tokens stored at top_k {s.settings.top_k}: ~{size / GIB:.1f} GiB "
+            f"({size / row['tokens']:.0f} B a token: cotgen/distill/store.py)"
+            + (f" of the target's {disk} GiB disk (disk_gib)" if disk is not None else ""))
+
+
+def add_kd_memory(plan: Plan, row: dict, c, sh: dict | None, p: dict) -> None:
+    """Offline KD on a train row: SFT's time (README: offline top-64 KD steps took 1.01x SFT's) and memory plus
+    the batch's top-k (estimate.kd_topk_memory)."""
+    k = next(x for x in plan.stages if x.command == "distill logits").settings.top_k
+    fsdp, _ = _mesh(c)
+    extra = estimate.kd_topk_memory(sh or {"num_embed": 0}, rows_per_device=c.batch_size / max(fsdp, 1),
+                                    max_len=c.max_len, top_k=k, temperature=c.temperature)
+    row["memory_per_device_gib"] = round(row["memory_per_device_gib"] + extra / GIB, 2)
+    row["fits"] = row["memory_per_device_gib"] < p["memory_gib"]
+    row["assumes"] += (f"; offline top-{k} KD at T = {c.temperature:g}: +{extra / GIB:.2f} GiB per device, "
+                       "steps as SFT's")

