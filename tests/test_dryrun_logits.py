@@ -180,9 +180,10 @@ def test_vllm_tpu_is_refused_for_a_multimodal_teacher(tmp_path, embedded_folder)
 
 @pytest.mark.parametrize("recipe, backend, devices", [("gemma3-1b-tpu", "tunix", 8), ("gemma3-1b-gpu", "vllm", 1)])
 def test_the_kd_recipes_size_their_logits_stage(tmp_path, embedded_folder, data_dir, recipe, backend, devices):
-    lines: list[str] = []
-    ok = dryrun.run(plan_mod.build(REPO / "recipes" / f"{recipe}.toml", out=tmp_path / "run"), echo=lines.append)
-    text = "\n".join(lines)
+    echoed: list[str] = []
+    ok = dryrun.run(plan_mod.build(REPO / "recipes" / f"{recipe}.toml", out=tmp_path / "run"), echo=echoed.append)
+    text = "\n".join(echoed)
+    lines = text.splitlines()
     assert ok, text
     assert f"distill-logits: the teacher ({backend}) on 1 of {devices} device(s)" in text
     assert any(line.startswith("  [ok  ] distill-logits       ~") and "GiB per device" in line for line in lines)

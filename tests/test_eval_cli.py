@@ -71,12 +71,13 @@ def test_bad_input_is_one_line_before_any_compute(case, tmp_path, no_engine):
 
 
 def test_defaults_resolved_for_base_models_and_math():
+    from cotgen.engines.config import default_dtype
     from cotgen.eval.config import resolved
 
     gsm = resolved(EvalConfig(model="tiny", backend="tunix"))
     assert (gsm.prompt_style, gsm.shots, gsm.shots_k, gsm.dtype, gsm.k) == ("few_shot", "gsm8k", 8, "float32", 1)
     math = resolved(EvalConfig(model="gemma-3-270m", source="math500"))
-    assert (math.prompt_style, math.shots, math.shots_k, math.dtype) == ("few_shot", "math", 4, "bfloat16")
+    assert (math.prompt_style, math.shots, math.shots_k, math.dtype) == ("few_shot", "math", 4, default_dtype("vllm"))
     served = resolved(EvalConfig(model="my-student", backend="openai", shots_k=2))
     assert (served.prompt_style, served.shots_k) == ("chat", 2)  # not a known base model: the student prompt
 
@@ -158,3 +159,23 @@ def test_embedded_270m_gsm8k_vllm(tmp_path, data_dir, embedded_folder):
     assert samples["completion"].str.contains("<reasoning>").any()  # the exemplars' format is picked up
     assert 0 <= doc["metrics"]["greedy/pass@1"] <= 1
     assert doc["timings"]["sampled/startup_s"] < 5  # the sampled pass reuses the greedy pass's engine
+
+
+def test_vllm_cpu_samples_in_float32_without_bf16_matmuls(tmp_path, monkeypatch):
+    from cotgen.engines import config
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not config.cpu_has_bf16(str(flags))
+    flags.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert config.cpu_has_bf16(str(flags))
+    assert config.cpu_has_bf16(str(tmp_path / "missing"))  # unreadable: vLLM's own default
+    monkeypatch.setattr(config, "_vllm_cpu", lambda: True)
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
+    assert (config.default_dtype("vllm"), config.default_dtype("tunix"), config.default_dtype("openai")) == \
+        ("float32", "float32", "bfloat16")
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
+    assert config.default_dtype("vllm") == "bfloat16"
+    monkeypatch.setattr(config, "_vllm_cpu", lambda: False)  # the GPU/TPU build
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
+    assert config.default_dtype("vllm") == "bfloat16"

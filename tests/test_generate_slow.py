@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 
 from cotgen.engines.backend import request_seed
+from cotgen.engines.config import default_dtype
 from cotgen.generate import store
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -161,7 +162,7 @@ class VllmServer:
             env["VLLM_TARGET_DEVICE"] = "cpu"
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.folder),
                "--served-model-name", "gemma-3-270m", "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
+               "--dtype", default_dtype("vllm"), "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
                "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"]
         start = time.perf_counter()
         with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor

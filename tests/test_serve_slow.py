@@ -24,6 +24,7 @@ import polars as pl
 import pytest
 
 from cotgen import prompts
+from cotgen.engines.config import default_dtype
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("data_dir")]  # conftest fails clearly without it
@@ -76,8 +77,8 @@ def server(export_folder, tmp_path_factory):
         env["VLLM_TARGET_DEVICE"] = "cpu"
     log_path = tmp_path_factory.mktemp("server-log") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export_folder),
-           "--served-model-name", "student", "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
-           "--max-model-len", "1024", "--enforce-eager", "--seed", "0",
+           "--served-model-name", "student", "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", default_dtype("vllm"), "--max-model-len", "1024", "--enforce-eager", "--seed", "0",
            # CPU: seeded requests crash vLLM's sampler after a partial prefill (cotgen.engines.vllm_backend)
            "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"]
     start = time.perf_counter()

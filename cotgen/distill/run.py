@@ -136,6 +136,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
 
         jax.distributed.initialize()
     import jax
+    from flax import nnx
 
     primary = jax.process_index() == 0
     if primary:
@@ -196,7 +197,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_resolved(cfg, cfg.out, COMMAND)
     state = {
-        "status": "running", "cotgen_version": __version__, "mode": cfg.mode, "student": cfg.model,
+        "status": "running", "cotgen_version": __version__, "mode": cfg.mode, "model": cfg.model, "student": cfg.model,
         "teacher": cfg.teacher or manifest["teacher"], "logits": str(cfg.logits) if cfg.logits else None,
         "top_k": manifest["top_k"] if manifest else None, "vocab": vocab, "method": cfg.method,
         "model_source": {"kind": loaded.source.kind, "path": str(loaded.source.path or "")},
@@ -235,6 +236,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
                              resuming=resuming,
                              wrap_batches=wrap)
 
+    sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(student)))
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
         metrics.plot_loss(rows, cfg.out / "loss.png", title=f"{cfg.model} {cfg.mode} KD ({cfg.method})")
@@ -242,7 +244,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
         status="done", final_step=trainer.train_steps, resumed_from=start,
         wall_s=round(time.perf_counter() - started, 1), **metrics.loss_summary(rows),
         last_kl=next((r["distill/kl"] for r in reversed(rows) if r["mode"] == "train" and "distill/kl" in r), None),
-        checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)),
+        checkpoint=str(cfg.out / "checkpoints" / str(trainer.train_steps)), sharded_arrays=sharded,
     )
     if primary:
         runs.write_state(cfg.out, state)

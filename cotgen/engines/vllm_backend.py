@@ -26,7 +26,7 @@ import os
 import time
 
 from cotgen.engines.backend import Request, Sample, Sampling, runs
-from cotgen.engines.config import EngineConfig
+from cotgen.engines.config import EngineConfig, default_dtype
 from cotgen.errors import CotgenError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class VllmBackend:
             folder = model_folder(model)
             from vllm import LLM
 
-            llm = LLM(model=folder, dtype=cfg.dtype or "bfloat16", seed=sampling.seed,
+            llm = LLM(model=folder, dtype=cfg.dtype or default_dtype("vllm"), seed=sampling.seed,
                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
                       tensor_parallel_size=cfg.tensor_parallel_size,
                       data_parallel_size=cfg.data_parallel_size,

@@ -62,5 +62,7 @@ def resolved(cfg: EvalConfig) -> EvalConfig:
     cfg.check_api(style)
     shots = cfg.shots or ("math" if cfg.source.startswith("math") else "gsm8k")
     shots_k = len(load_shots(shots)) if cfg.shots_k is None else cfg.shots_k
-    dtype = cfg.dtype or ("float32" if cfg.backend == "tunix" else "bfloat16")
+    from cotgen.engines.config import default_dtype
+
+    dtype = cfg.dtype or default_dtype(cfg.backend)
     return dataclasses.replace(cfg, prompt_style=style, shots=shots, shots_k=shots_k, dtype=dtype)

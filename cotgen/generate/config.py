@@ -95,5 +95,7 @@ def resolved(cfg: GenerateConfig) -> GenerateConfig:
     style = cfg.prompt_style or ("few_shot" if is_base_model(cfg.teacher) else "chat")
     shots = cfg.shots or ("math" if cfg.source.startswith("math") else "gsm8k")
     cfg.check_api(style)
-    dtype = cfg.dtype or ("float32" if cfg.backend == "tunix" else "bfloat16")
+    from cotgen.engines.config import default_dtype
+
+    dtype = cfg.dtype or default_dtype(cfg.backend)
     return dataclasses.replace(cfg, prompt_style=style, shots=shots, dtype=dtype)

@@ -103,6 +103,10 @@ def transform(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if "max_tokens" in t or t is gen:
                 _cap(t, "max_tokens", MAX_TOKENS, changes, "generate", default=512)
             _one_engine(t, changes, "generate")
+        if not gen.get("enforce_eager", False):
+            gen["enforce_eager"] = True
+            changes.append("[generate] enforce_eager = true (a few tokens: torch.compile would take longer "
+                           "than the sampling)")
         doc.setdefault("filter", {})["reference_fallback"] = True
         changes.append("[filter] reference_fallback = true (a random teacher verifies nothing)")
 

@@ -7,6 +7,11 @@ Reward weights are checked here so that correctness dominates whatever the weigh
 format in {0, 1}, the length penalty in [-1, 0] and the work reward in [0, 1], a correct completion earns at
 least `wc - wl` and a wrong one at most `wf + ww`, so every allowed config has `wc > wf + wl + ww` (all weights
 >= 0).
+
+That holds for the rewards, not for the advantages of every algorithm: grpo and gspo divide each group's
+rewards by their standard deviation, so in a group where correctness ties (every completion wrong) a small
+format or length difference is scaled up to a full-size advantage. drgrpo only centres each group, so each
+term moves the policy in proportion to its weight. `cotgen rl` warns when shaping meets that rescaling.
 """
 
 from __future__ import annotations
