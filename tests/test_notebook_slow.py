@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_smoke_slow import check_smoke_run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "cotgen-kaggle-tpu.ipynb"
@@ -45,8 +46,8 @@ def test_notebook_runs_at_smoke_scale(tmp_path):
     import nbformat
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    gpu = REPO / "recipes" / "gemma3-1b-gpu.toml"  # one device: the cheapest smoke of the 1B chain
-    recipe = gpu if gpu.is_file() else REPO / "recipes" / "gemma3-1b-tpu.toml"
+    # the notebook's own recipe, on 8 host devices: this is also the gemma3-1b-tpu smoke run of test_smoke_slow
+    recipe = REPO / "recipes" / "gemma3-1b-tpu.toml"
     out = tmp_path / "nb"
     params = {"RECIPE": str(recipe), "SMOKE": True, "OUT": str(out), "INSTALL": False,
               "COTGEN_SRC": str(REPO), "KAGGLE_MODEL": None, "TEACHER": None, "VLLM_PYTHON": None,
@@ -78,3 +79,4 @@ def test_notebook_runs_at_smoke_scale(tmp_path):
     printed = "".join(o.get("text", "") for o in sample.outputs
                       if o.output_type == "stream" and o.name == "stdout")
     assert "\n-> " in printed and "format ok:" in printed, printed
+    check_smoke_run(recipe, out)

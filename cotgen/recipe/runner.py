@@ -160,7 +160,11 @@ def environment(plan: Plan) -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     if progress.ENV not in env and progress.wanted():
         env[progress.ENV] = "1"
+    # one JAX compilation cache for every stage of the run: rl phases, exports and evals compile the same
+    # programs again (measured, gemma3-1b-tpu --smoke: rl.math 24.5 -> 12.8 s); the user's own cache wins
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(plan.out / "jax-cache"))
     if plan.smoke is not None:
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # tiny models compile in < 1 s
         from cotgen.recipe.smoke import host_devices
 
         flag = f"--xla_force_host_platform_device_count={host_devices(plan.target)}"
