@@ -124,6 +124,7 @@ def test_smoke_keeps_the_stage_graph_and_swaps_every_model_for_its_family_tiny(n
             assert c["teacher"] == "tiny"  # every recipe's teacher is Gemma 3 12B
             assert c["prompt_style"] == "chat" and c["limit"] == smoke.PROBLEMS
             assert c["tensor_parallel_size"] == c["data_parallel_size"] == 1
+            assert c["enforce_eager"] is True  # sixteen tokens: compiling would take longer than sampling
         if s.command == "filter":
             assert c["reference_fallback"] is True
         if s.command == "train":
@@ -139,7 +140,20 @@ def test_smoke_keeps_the_stage_graph_and_swaps_every_model_for_its_family_tiny(n
     devices = 1 if name.endswith("gpu") else 8
     assert f"--xla_force_host_platform_device_count={devices}" in env["XLA_FLAGS"]
     assert env["JAX_PLATFORMS"] == "cpu"
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    assert env["JAX_COMPILATION_CACHE_DIR"] == os.environ["JAX_COMPILATION_CACHE_DIR"]  # the session's (conftest)
     assert "XLA_FLAGS" not in runner.environment(real) or "device_count" not in runner.environment(real)["XLA_FLAGS"]
+
+
+def test_a_run_gives_its_stages_one_jax_cache_unless_the_user_has_one(tmp_path, monkeypatch):
+    plan = plan_mod.build(RECIPES["gemma3-1b-tpu"], out=tmp_path / "run")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    env = runner.environment(plan)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "run" / "jax-cache")
+    assert "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env  # JAX's own threshold for real runs
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    assert runner.environment(plan)["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 def test_smoke_of_a_base_student_keeps_few_shot_for_the_base_eval(tmp_path):
