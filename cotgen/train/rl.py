@@ -298,9 +298,9 @@ class Monitor:
         self.metrics.flush(upto=self.step)
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps or self.step == 1:
             shown = [row.get(k, float("nan")) for k in ("reward", "reward/correctness", "reward/format",
-                                                        "reward/length", "completions/tokens_mean")]
+                                                        "reward/length", "reward/work", "completions/tokens_mean")]
             phases = [self.times.get(k, 0.0) for k in ("rollout", "ref_logps", "reward", "update", "sync")]
-            log.info("step %d/%d  reward %.3f (correct %.2f, format %.2f, length %.3f)  %.1f tokens  "
+            log.info("step %d/%d  reward %.3f (correct %.2f, format %.2f, length %.3f, work %.2f)  %.1f tokens  "
                      "%.1f s (rollout %.1f, ref %.1f, reward %.1f, update %.1f, sync %.1f)", self.step,
                      self.cfg.steps, *shown, step_s, *phases)
         for fn in self.callbacks:
