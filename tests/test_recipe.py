@@ -64,7 +64,12 @@ def write_recipe(tmp_path: Path, text: str = SMALL, name: str = "small.toml") ->
 
 # ---------------------------------------------------------------------------------------------------- wiring
 def test_cpu_demo_wires_one_run_folder(tmp_path):
-    p = plan_mod.build(CPU_DEMO, out=tmp_path / "run")
+    shipped = [s.name for s in plan_mod.build(CPU_DEMO, out=tmp_path / "run").stages]
+    assert "train-sft-only" not in shipped and "eval-sft-only.test" not in shipped  # the ablation is opt-in
+    text = CPU_DEMO.read_text()
+    assert "\nsft_only = false" in text
+    ablation = write_recipe(tmp_path, text.replace("\nsft_only = false", "\nsft_only = true", 1), "demo.toml")
+    p = plan_mod.build(ablation, out=tmp_path / "run")
     names = [s.name for s in p.stages]
     assert names == ["problems", "generate", "filter", "distill-logits", "train", "train-sft-only", "export",
                      "export-sft-only", "rl", "rl-export", "eval-base.test", "eval-final.test", "eval-sft.test",
