@@ -76,3 +76,11 @@ def test_cli_help_imports_no_heavy_library():
             "print(sorted(m for m in ('jax', 'tunix', 'flax', 'polars', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_shaping_with_a_std_normalised_algorithm_is_warned_of():
+    from cotgen.train.rl_config import shaping_warning
+
+    assert "get full-size advantages" in shaping_warning(RLConfig(algo="grpo"))  # format 0.2 + length 0.1
+    assert shaping_warning(RLConfig(algo="drgrpo")) is None
+    assert shaping_warning(RLConfig(algo="gspo", format_weight=0.0, length_weight=0.0)) is None

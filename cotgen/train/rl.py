@@ -45,7 +45,7 @@ from cotgen.config import write_resolved
 from cotgen.errors import CotgenError
 from cotgen.train import rl_data
 from cotgen.train.rewards import COMPONENTS, Rewards, Weights
-from cotgen.train.rl_config import RLConfig
+from cotgen.train.rl_config import RLConfig, shaping_warning
 
 if TYPE_CHECKING:
     from cotgen.train.metrics import JsonlBackend
@@ -419,11 +419,8 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     data = rl_data.load(cfg)
     fp = fingerprint(data)
     resuming = runs.check_out(cfg, fp, "rl")
-    shaping = cfg.format_weight + cfg.length_weight + cfg.work_weight
-    if cfg.algo != "drgrpo" and shaping > 0:
-        log.warning("--algo %s divides each group's rewards by their spread: where every completion of a "
-                    "problem is wrong, format, length and work differences (weights %g) get full-size "
-                    "advantages; --algo drgrpo keeps them in proportion", cfg.algo, shaping)
+    if (warning := shaping_warning(cfg)) is not None:
+        log.warning(warning)
 
     if cfg.rollout == "vllm":  # before JAX starts: on a GPU it would take 75% of the device
         from cotgen.train import vllm_rollout

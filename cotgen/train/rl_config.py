@@ -54,6 +54,16 @@ def check_weights(correctness: float, fmt: float, length: float, work: float = 0
             "over-long, unformatted one with no checked step as little as correctness - length")
 
 
+def shaping_warning(cfg) -> str | None:
+    """What `cotgen rl` warns of when shaping weights meet an algorithm that rescales each group by its spread."""
+    shaping = cfg.format_weight + cfg.length_weight + cfg.work_weight
+    if cfg.algo == "drgrpo" or shaping == 0:
+        return None
+    return (f"--algo {cfg.algo} divides each group's rewards by their spread: where every completion of a problem "
+            f"is wrong, format, length and work differences (weights {shaping:g} in all) get full-size advantages; "
+            "--algo drgrpo keeps them in proportion")
+
+
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     model: str = "gemma-3-270m"  # a model spec, a `cotgen export` folder, or a `cotgen train` run folder
