@@ -170,12 +170,12 @@ def test_vllm_cpu_samples_in_float32_without_bf16_matmuls(tmp_path, monkeypatch)
     flags.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
     assert config.cpu_has_bf16(str(flags))
     assert config.cpu_has_bf16(str(tmp_path / "missing"))  # unreadable: vLLM's own default
-    monkeypatch.setattr(config, "_vllm_cpu", lambda: True)
+    monkeypatch.setattr(config, "vllm_cpu_build", lambda: True)
     monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
     assert (config.default_dtype("vllm"), config.default_dtype("tunix"), config.default_dtype("openai")) == \
         ("float32", "float32", "bfloat16")
     monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
     assert config.default_dtype("vllm") == "bfloat16"
-    monkeypatch.setattr(config, "_vllm_cpu", lambda: False)  # the GPU/TPU build
+    monkeypatch.setattr(config, "vllm_cpu_build", lambda: False)  # the GPU/TPU build
     monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
     assert config.default_dtype("vllm") == "bfloat16"

