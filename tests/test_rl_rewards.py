@@ -127,3 +127,19 @@ def test_work_weight_keeps_correctness_dominant_and_rewards_right_work():
         RLConfig(correctness_weight=1.0, format_weight=0.2, length_weight=0.1, work_weight=0.7)
     with pytest.raises(CotgenError, match="work-weight"):
         rewards.Weights(1.0, 0.2, 0.1, -0.1)
+
+
+def test_work_reward_and_eval_read_the_same_text():
+    """A reasoning block followed by a broken format: the reward checks the whole text, as eval does (a false
+    step after `</reasoning>` is not hidden from either)."""
+    import polars as pl
+
+    from cotgen.eval.adapters import add_work
+
+    texts = ["<reasoning>2 + 3 = 5</reasoning> and 4 + 4 = 9 <answer>5",
+             student_target("2 + 3 = 5", "5"), "2 + 3 = 5 then 1 + 1 = 3"]
+    reward = rewards.step_work(texts)
+    evaled = add_work(pl.DataFrame({"completion": texts}))
+    assert list(reward) == [0.5, 1.0, 0.5]
+    checked = evaled["steps_right"] + evaled["steps_wrong"]
+    assert list(reward) == list(evaled["steps_right"] / checked)

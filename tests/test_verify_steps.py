@@ -22,6 +22,7 @@ def verdicts(text):
     ("8 + 2 + 7 = 15 + 7 = 22", [WRONG, RIGHT]),
     ("6 + 0 + 5 = 11 + 0 = 11", [RIGHT, RIGHT]),
     ("8 + 2 = 10 + 7 = 17", [RIGHT, RIGHT]),  # a running total
+    ("<reasoning>2 + 3 = 5</reasoning><answer>5 + 1 = 7</answer>", [RIGHT, WRONG]),  # tags are not words
     ("5 + 5 = 5 + 1 = 6", [WRONG, RIGHT]),
     # calculator notes; the prose copy of a note is the same claim
     ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.", [RIGHT]),

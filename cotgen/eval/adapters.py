@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from cotgen.verify import numeric
-from cotgen.verify.student_format import add_format
+from cotgen.verify.student_format import add_format, work_text
 from cotgen.verify.verifier import Verifier
 
 VERIFIER = ("cotgen.verify.verifier.Verifier.score_completions: numeric path (Polars, exact rationals) first, "
@@ -34,16 +34,15 @@ def judge(df: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns(verdicts)
     formatted = add_format(df.select("completion"))
     df = df.with_columns(format_ok=formatted["reasoning"].is_not_null())
-    return add_work(add_vote(df), formatted["reasoning"])
+    return add_work(add_vote(df))
 
 
-def add_work(df: pl.DataFrame, reasoning: pl.Series | None = None) -> pl.DataFrame:
+def add_work(df: pl.DataFrame) -> pl.DataFrame:
+    """Step counts and `work_ok` of each completion's `student_format.work_text` (the rl step reward's text)."""
     from cotgen.verify.steps import WORK_COLUMNS, work_ok_expr
     from cotgen.verify.steps import add_work as steps_of
 
-    if reasoning is None:
-        reasoning = add_format(df.select("completion"))["reasoning"]
-    text = pl.coalesce(pl.lit(reasoning), pl.col("completion")).alias("_work_text")
+    text = pl.Series("_work_text", [work_text(c) for c in df["completion"]], dtype=pl.String)
     out = steps_of(df.with_columns(text), "_work_text").drop("_work_text", "bad_work")
     return out.with_columns(work_ok=work_ok_expr(),
                             *(pl.col(c).cast(pl.Int32) for c in WORK_COLUMNS))

@@ -50,15 +50,14 @@ def strict_format(completions: Sequence[str]) -> np.ndarray:
 
 
 def step_work(completions: Sequence[str]) -> np.ndarray:
-    """Share of the checked arithmetic steps in each completion's reasoning (the `<reasoning>` block where there
-    is one, else the whole text) that are right; 0.0 where no step could be checked."""
+    """Share of the checked arithmetic steps in each completion's work text (`student_format.work_text`, as eval
+    and filter read it) that are right; 0.0 where no step could be checked."""
     from cotgen.verify.steps import check_work
+    from cotgen.verify.student_format import work_text
 
     out = []
     for c in completions:
-        text = c or ""
-        start, end = text.find("<reasoning>"), text.find("</reasoning>")
-        work = check_work(text[start + 11:end] if 0 <= start < end else text)
+        work = check_work(work_text(c))
         checked = work.right + work.wrong
         out.append(work.right / checked if checked else 0.0)
     return np.array(out, dtype=np.float64)

@@ -58,6 +58,7 @@ _TOKEN = re.compile(r"""
   | (?P<other>.)
 """, re.VERBOSE | re.DOTALL)
 _NOTE = re.compile(r"<<([^<>=]{1,200})=([^<>=]{1,60})>>")
+_TAG = re.compile(r"</?(?:reasoning|answer)>")  # the student format's tags separate, they are not words
 _OPS = {"+": "+", "-": "-", "−": "-", "–": "-", "*": "*", "×": "*", "·": "*", "\\times": "*", "\\cdot": "*",
         "/": "/", "//": "//", "÷": "/", "\\div": "/", "^": "^", "**": "^"}
 _OP_WORDS = {"times": "*", "plus": "+", "minus": "-"}
@@ -138,7 +139,7 @@ def check_work(text: str | None) -> Work:
             break
         for key, step in _claims(m.group(1) + "=" + m.group(2)):
             steps.setdefault(key, step)
-    prose = _NOTE.sub(lambda m: " " * len(m.group(0)), text)
+    prose = _TAG.sub(" ", _NOTE.sub(lambda m: " " * len(m.group(0)), text))
     for key, step in _claims(prose):
         if len(steps) >= MAX_STEPS:
             break

@@ -1,5 +1,6 @@
 """The student output format check (`<reasoning>...</reasoning><answer>...</answer>`), shared by filter's quality
-filters and eval's `format_ok`: `cotgen.prompts.STUDENT_FORMAT_RE`, and with `repair` `UNCLOSED_REASONING_RE`.
+filters and eval's `format_ok`: `cotgen.prompts.STUDENT_FORMAT_RE`, and with `repair` `UNCLOSED_REASONING_RE`;
+and `work_text`, the text whose arithmetic filter, eval and the rl step reward check.
 """
 
 from __future__ import annotations
@@ -23,3 +24,11 @@ def add_format(df: pl.DataFrame, text: str = "completion", *, repair: bool = Fal
         pl.Series("reasoning", reasoning, dtype=pl.String), pl.Series("tag_answer", answer, dtype=pl.String),
         pl.Series("format_repaired", repaired, dtype=pl.Boolean),
     )
+
+
+def work_text(completion: str | None) -> str:
+    """The text a completion's arithmetic steps are read from: its reasoning where the whole student format
+    matches (`add_format`'s `reasoning`), else the whole completion (a broken format hides nothing from the step
+    checker). Filter, eval and the rl step reward all read this text."""
+    m = STUDENT_FORMAT_RE.match(completion) if completion is not None else None
+    return m.group("reasoning").strip() if m else (completion or "")
