@@ -162,10 +162,9 @@ def source_family(source: ModelSource) -> str:
                               "a Gemma 3 preset (gemma2_2b_it, gemma3_1b_it, ...); use orbax:PRESET:PATH")
         return fam.name
     if source.kind == "run":
-        import tomllib
+        from cotgen.models.checkpoint import run_model
 
-        doc = tomllib.loads((source.path / "config.toml").read_text(encoding="utf-8"))
-        return family(doc["model"])
+        return family(run_model(source.path).model)
     config = source.path / "config.json"
     if not config.is_file():
         raise CotgenError(f"{source.path}: no config.json, so its model family is unknown")
