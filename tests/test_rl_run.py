@@ -192,3 +192,45 @@ def test_a_train_run_folder_is_a_policy_with_its_lora_merged(tmp_path):
     plain, _ = base.model(tokens, positions, None, mask)
     assert jnp.allclose(got, want, atol=1e-4)
     assert not jnp.allclose(got, plain, atol=1e-4)  # the SFT moved the weights, and the merge kept that
+
+
+@pytest.mark.parametrize("spec", ["tiny", "tiny-gemma2"])
+def test_decoding_the_tail_only_gives_the_same_log_probs_and_gradients(spec):
+    """`decode_tail_only`: Tunix's per-token log-probs of the completion, and their gradient, are those of the
+    full forward pass, for Gemma 3 and Gemma 2 (its final soft-cap applies after the decode)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from tunix.rl import common
+
+    from cotgen.models.load import load
+    from cotgen.train.rl import decode_tail_only
+
+    model = load(spec).model
+    rng = np.random.default_rng(0)
+    prompt = jnp.asarray(rng.integers(3, 200, (2, 12)), jnp.int32).at[0, :3].set(0)  # left padding
+    completion = jnp.asarray(rng.integers(3, 200, (2, 5)), jnp.int32).at[1, 3:].set(0)
+
+    def logps(m):
+        graphdef, state = nnx.split(m)
+
+        def f(state):
+            out = common.compute_per_token_logps(graphdef, state, prompt, completion, pad_id=0, eos_id=1,
+                                                 stop_gradient=False)
+            return out.sum(), out
+
+        (_, out), grads = jax.value_and_grad(f, has_aux=True)(state)
+        return np.asarray(out), [np.asarray(g) for g in jax.tree.leaves(grads)]
+
+    full, full_grads = logps(model)
+    assert decode_tail_only(model, 5 + 1)
+    tail, tail_grads = logps(model)
+    np.testing.assert_allclose(tail, full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(tail_grads, full_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    tokens = jnp.concatenate([prompt, completion], axis=1)
+    logits, _ = nnx.merge(*nnx.split(model))(tokens, positions=jnp.broadcast_to(jnp.arange(17), (2, 17)),
+                                             cache=None, attention_mask=jnp.ones((2, 17, 17), bool))
+    assert logits.shape[:2] == (2, 6)  # copies merged from the graph decode the tail too
+    base = type(model.embedder).__mro__[1]
+    assert decode_tail_only(model, 6) and type(model.embedder).__mro__[1] is base  # applied once, not stacked

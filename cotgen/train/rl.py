@@ -108,6 +108,35 @@ def build_actor(cfg: RLConfig, loaded, mesh):
     return loaded.model, reference
 
 
+_TAIL_CLASSES: dict[tuple[type, int], type] = {}
+
+
+def decode_tail_only(model, tail: int) -> bool:
+    """Make a Tunix Gemma 2/3 model (and every copy its graph builds) turn only the hidden states of its last
+    `tail` positions into logits. RL needs log-probs of the completion alone: Tunix's `get_per_token_logps` keeps
+    `logits[:, -logits_to_keep - 1:-1]` of a full forward pass, and XLA does not push that slice into the
+    vocabulary matmul (262,144 columns for Gemma 3), so the prompt's positions cost most of it. With
+    `tail >= logits_to_keep + 1` Tunix's slice picks the same positions from the shorter output. Only for models
+    that never sample (the sampler's prefill reads logits too): the actor and reference under a vLLM rollout.
+    False where the model has no `embedder.decode` (nothing changed)."""
+    embedder = getattr(model, "embedder", None)
+    base = type(embedder)
+    if embedder is None or not callable(getattr(base, "decode", None)):
+        return False
+    if base.__name__.startswith("TailDecode"):
+        base = base.__mro__[1]
+    cls = _TAIL_CLASSES.get((base, tail))
+    if cls is None:
+        def decode(self, x):
+            return base.decode(self, x[:, -tail:] if x.ndim == 3 and x.shape[1] > tail else x)
+
+        cls = type(f"TailDecode{base.__name__}", (base,), {"decode": decode, "__module__": base.__module__,
+                                                            "__qualname__": f"TailDecode{base.__qualname__}"})
+        _TAIL_CLASSES[(base, tail)] = cls
+    embedder.__class__ = cls
+    return True
+
+
 def optimizer(cfg: RLConfig):
     import optax
 
@@ -493,6 +522,9 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     roles = rl_cluster_lib.Role
     tpu = jax.default_backend() == "tpu"
     engine = vllm_engine(cfg, loaded, budget) if cfg.rollout == "vllm" and not tpu else cfg.rollout
+    if cfg.rollout != "vanilla":  # neither model samples: log-probs of the completion (+ 1) suffice
+        for model in (actor, reference):
+            decode_tail_only(model, cfg.max_tokens + 1)
     cluster_config = rl_cluster_lib.ClusterConfig(
         role_to_mesh={roles.ACTOR: mesh, roles.REFERENCE: mesh, roles.ROLLOUT: mesh},
         rollout_engine=engine, offload_to_cpu=False, training_config=training_config,
