@@ -9,7 +9,9 @@ the run's metrics.jsonl. The packing gain is timed against both ways of padding 
 (what the trainer does) and to each batch's longest row rounded up to 64 (dynamic padding: the
 `lora_unpacked_longest` arm trims every batch the trainer is fed, so it pays one compilation per new width,
 counted in its step times; the `_seen_shapes` figures leave those steps out). Also reported, from the batch
-plans alone: the share of real tokens per batch under each of the three layouts.
+plans alone: the share of real tokens per batch under each of the three layouts. `lora_packed_full_logits`
+is `lora_packed` with the logits of every position decoded (the trainer before it decoded only the targets'
+positions, `cotgen.train.data`'s `select`): the ratio is what decoding the targets alone saves.
 
     flock /tmp/cotgen-heavy.lock .venv/bin/python bench/bench_train.py --out /tmp/bench_train.json
 """
@@ -33,10 +35,12 @@ CONFIGS = {  # name -> TrainConfig overrides
     "lora_packed": {"lora_rank": 16, "packing": True},
     "lora_unpacked": {"lora_rank": 16, "packing": False},
     "lora_unpacked_longest": {"lora_rank": 16, "packing": False},  # + batches padded to their longest row
+    "lora_packed_full_logits": {"lora_rank": 16, "packing": True},  # + no `select`: every position decoded
     "full_packed": {"packing": True},
     "qlora_packed": {"qlora": True, "packing": True},
 }
 PAD_TO_LONGEST = {"lora_unpacked_longest"}
+FULL_LOGITS = {"lora_packed_full_logits"}
 MULTIPLE = 64  # dynamic padding rounds each batch's width up to this
 
 
@@ -60,14 +64,27 @@ def pad_to_longest(widths: list[int]) -> None:
 
     make = data.make_batch
 
-    def trimmed(rows, tok, batch_size, max_len, pad_id=0):
-        batch = make(rows, tok, batch_size, max_len, pad_id)
+    def trimmed(rows, tok, batch_size, max_len, pad_id=0, targets=None):
+        batch = make(rows, tok, batch_size, max_len, pad_id, targets)
         used = int(np.nonzero(batch["segments"].any(axis=0))[0].max()) + 1
         width = min(max_len, MULTIPLE * -(-used // MULTIPLE))
         widths.append(width)
         return {k: v[:, :width] for k, v in batch.items()}
 
     data.make_batch = trimmed
+
+
+def full_logits() -> None:
+    """Feed the trainer batches without `select`, so the loss decodes the logits of every position."""
+    from cotgen.train import data
+
+    make = data.make_batch
+
+    def whole(*args, **kwargs):
+        batch = make(*args, **kwargs)
+        return {k: v for k, v in batch.items() if k not in ("select", "select_mask", "targets")}
+
+    data.make_batch = whole
 
 
 def one(args_json: str) -> None:
@@ -79,6 +96,8 @@ def one(args_json: str) -> None:
     widths: list[int] = []
     if spec.get("pad_to_longest"):
         pad_to_longest(widths)
+    if spec.get("full_logits"):
+        full_logits()
     state = run(TrainConfig(**spec["config"]))
     metrics = Path(spec["config"]["out"]) / "metrics.jsonl"
     from cotgen.train.metrics import read
@@ -173,7 +192,7 @@ def _bench(args, work: Path) -> None:
         config = {"model": args.model, "data": str(data_file), "out": str(work / name), "steps": args.steps,
                   "batch_size": args.batch_size, "max_len": args.max_len, "lr": 1e-4, "save_every": 10_000,
                   "tensorboard": False, **CONFIGS[name]}
-        spec = {"config": config, "pad_to_longest": name in PAD_TO_LONGEST}
+        spec = {"config": config, "pad_to_longest": name in PAD_TO_LONGEST, "full_logits": name in FULL_LOGITS}
         res = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True,
                              text=True)
         line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -200,6 +219,7 @@ def _bench(args, work: Path) -> None:
                                                                 "useful_tokens_per_s"),
         "packed_vs_unpacked_longest_useful_tokens_per_s_seen_shapes": ratio(
             "lora_packed", "lora_unpacked_longest", "useful_tokens_per_s_seen_shapes"),
+        "full_logits_vs_selected_step_time": ratio("lora_packed_full_logits", "lora_packed", "step_time_s"),
         "full_vs_lora_step_time": ratio("full_packed", "lora_packed", "step_time_s"),
         "qlora_vs_lora_step_time": ratio("qlora_packed", "lora_packed", "step_time_s"),
         "full_vs_lora_peak_rss": ratio("full_packed", "lora_packed", "peak_rss_gb"),

@@ -3,6 +3,8 @@ online and offline training, resume, export hand-off and bad input."""
 
 from __future__ import annotations
 
+import functools
+
 import json
 
 import numpy as np
@@ -89,6 +91,13 @@ def _batch(seed=0, b=2, length=12, v=40):
     return rng.normal(size=(b, length, v)) * 2, rng.normal(size=(b, length, v)) * 2, tokens, mask
 
 
+def _cut(a):
+    """(B, L, ...) per-position values -> positions 0..L-2, where the losses read them without `select`."""
+    import jax.numpy as jnp
+
+    return jnp.asarray(a[:, :-1])
+
+
 def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl_and_both_count_completion_tokens_only():
     import jax.numpy as jnp
 
@@ -96,11 +105,12 @@ def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl_and_both_count_complet
     from cotgen.train.sft import loss_fn
 
     s, t, tokens, mask = _batch()
+    cut = _cut
     labels = losses.labels(jnp.asarray(tokens), jnp.asarray(mask))
-    full, m_full = losses.kd_full(jnp.asarray(s), jnp.asarray(t), labels, temperature=2.0, alpha=0.3)
+    full, m_full = losses.kd_full(cut(s), cut(t), labels, temperature=2.0, alpha=0.3)
     order = np.argsort(-t, axis=-1)
     lp = np.take_along_axis(_log_softmax(t), order, -1)
-    top, m_top = losses.kd_topk(jnp.asarray(s), jnp.asarray(order), jnp.asarray(lp), labels, temperature=2.0,
+    top, m_top = losses.kd_topk(cut(s), cut(order), cut(lp), labels, temperature=2.0,
                                 alpha=0.3)
     assert float(top) == pytest.approx(float(full), rel=1e-5)
     assert float(m_top["distill/topk_mass"]) == pytest.approx(1.0, rel=1e-5)
@@ -113,10 +123,10 @@ def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl_and_both_count_complet
     s2, t2 = s.copy(), t.copy()
     s2[0, :4] += 50
     t2[1, :2] -= 30
-    again, _ = losses.kd_full(jnp.asarray(s2), jnp.asarray(t2), labels, temperature=2.0, alpha=0.3)
+    again, _ = losses.kd_full(cut(s2), cut(t2), labels, temperature=2.0, alpha=0.3)
     assert float(again) == pytest.approx(float(full), rel=1e-6)
     # alpha 0 is cotgen train's loss
-    ce, _ = losses.kd_full(jnp.asarray(s), jnp.asarray(t), labels, temperature=2.0, alpha=0.0)
+    ce, _ = losses.kd_full(cut(s), cut(t), labels, temperature=2.0, alpha=0.0)
 
     class Model:
         def __call__(self, *a):
@@ -124,6 +134,22 @@ def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl_and_both_count_complet
 
     sft = loss_fn(Model(), jnp.asarray(tokens), jnp.asarray(mask), None, None)
     assert float(ce) == pytest.approx(float(sft), rel=1e-6)
+    # the batch's selected positions (cotgen.train.data) give the same losses from (B, K) rows
+    width = int(mask[:, 1:].sum(1).max()) + 3
+    select = np.zeros((len(mask), width), np.int32)
+    keep = np.zeros_like(select)
+    for r in range(len(mask)):
+        at = np.flatnonzero(mask[r, 1:])
+        select[r, :len(at)], keep[r, :len(at)] = at, 1
+    sel = jnp.asarray(select)
+    picked = losses.labels(jnp.asarray(tokens), jnp.asarray(mask), sel, jnp.asarray(keep),
+                           jnp.asarray(np.take_along_axis(tokens, select + 1, 1)))
+    at = functools.partial(losses.at_positions, select=sel)
+    full_sel, _ = losses.kd_full(at(jnp.asarray(s)), at(jnp.asarray(t)), picked, temperature=2.0, alpha=0.3)
+    top_sel, _ = losses.kd_topk(at(jnp.asarray(s)), at(jnp.asarray(order)), at(jnp.asarray(lp)), picked,
+                                temperature=2.0, alpha=0.3)
+    assert float(full_sel) == pytest.approx(float(full), rel=1e-6)
+    assert float(top_sel) == pytest.approx(float(top), rel=1e-6)
 
 
 def test_topk_kl_renormalises_the_teacher_and_penalises_student_mass_elsewhere():
@@ -132,10 +158,11 @@ def test_topk_kl_renormalises_the_teacher_and_penalises_student_mass_elsewhere()
     from cotgen.distill import losses
 
     s, t, tokens, mask = _batch(seed=1)
+    cut = _cut
     labels = losses.labels(jnp.asarray(tokens), jnp.asarray(mask))
     order = np.argsort(-t, axis=-1)[..., :5]
     lp = np.take_along_axis(_log_softmax(t), order, -1)
-    _, m = losses.kd_topk(jnp.asarray(s), jnp.asarray(order), jnp.asarray(lp), labels, temperature=1.0,
+    _, m = losses.kd_topk(cut(s), cut(order), cut(lp), labels, temperature=1.0,
                           alpha=1.0)
     p = _log_softmax(lp)
     q_full = _log_softmax(s)
@@ -145,7 +172,7 @@ def test_topk_kl_renormalises_the_teacher_and_penalises_student_mass_elsewhere()
     # a student with all its mass on the teacher's top 5 in the teacher's proportions: zero
     perfect = np.full_like(s, -1e4)
     np.put_along_axis(perfect, order, p, -1)
-    _, m0 = losses.kd_topk(jnp.asarray(perfect), jnp.asarray(order), jnp.asarray(lp), labels, temperature=1.0,
+    _, m0 = losses.kd_topk(cut(perfect), cut(order), cut(lp), labels, temperature=1.0,
                            alpha=1.0)
     assert float(m0["distill/kl"]) == pytest.approx(0.0, abs=1e-5)
 

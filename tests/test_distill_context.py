@@ -113,6 +113,7 @@ def test_gather_index_points_at_the_teacher_position_predicting_the_same_token(f
 def test_online_aligned_teacher_logits_equal_each_examples_own_forward_pass(fewshot, teacher):
     import jax.numpy as jnp
 
+    from cotgen.distill import losses
     from cotgen.distill.trainer import aligned
     from cotgen.train import data, sft
 
@@ -123,8 +124,11 @@ def test_online_aligned_teacher_logits_equal_each_examples_own_forward_pass(fews
     replaced = align.ends_replaced(tok, ttok, eot)
     index, end = align.gather_index(rows, tok, ttok, 2, 1024, replaced)
     inputs = sft.model_inputs({k: jnp.asarray(v) for k, v in tbatch.items()})
-    logits, _ = teacher.model(inputs["input_tokens"], inputs["positions"], None, inputs["attention_mask"])
-    got = _log_softmax(np.asarray(aligned(logits, index, end, jnp.asarray(batch["tokens"])), dtype=np.float64))
+    # the teacher decodes only the positions the student's positions 0..L-2 read (sft.predicted_logits)
+    logits = sft.predicted_logits(teacher.model, inputs["input_tokens"], inputs["positions"],
+                                  inputs["attention_mask"], losses.at_positions(jnp.asarray(index), None))
+    got = _log_softmax(np.asarray(aligned(logits, losses.at_positions(jnp.asarray(end), None),
+                                          jnp.asarray(batch["tokens"])[:, 1:]), dtype=np.float64))
     for r, row in enumerate(rows):
         off = 0
         for i in row:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -500,3 +501,30 @@ def test_cli_train_help_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--lora-rank" in out and "--resume" in out and out.strip().endswith("[]")
     assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("spec", ["tiny", "tiny-gemma2"])
+def test_selected_logits_are_the_full_forward_pass_at_those_positions(spec):
+    """`sft.predicted_logits` with a batch's `select` decodes only its K positions (Gemma 2's soft-cap
+    included) and gives the full forward pass's logits there; the loss is the same either way."""
+    import jax.numpy as jnp
+
+    from cotgen.models.load import load
+    from cotgen.train import sft
+
+    loaded = load(spec)
+    tok = data.tokenize(data.Examples(Path("x.jsonl"), ["What is 2 + 3?", "Add 1 and 1.", "Name a prime."],
+                                      ["2 + 3 = 5. <answer>5</answer>", "2", "7 is prime"]),
+                        loaded.tokenizer, 106, 64)
+    batch = data.make_batch([[0, 1], [2]], tok, 3, 64, targets=16)
+    assert batch["select"].shape == (3, 16) and batch["select_mask"][2].sum() == 0
+    inputs = sft.model_inputs({k: jnp.asarray(v) for k, v in batch.items()})
+    args = (loaded.model, inputs["input_tokens"], inputs["positions"], inputs["attention_mask"])
+    full = np.asarray(sft.predicted_logits(*args))  # (B, L-1, V)
+    picked = np.asarray(sft.predicted_logits(*args, inputs["select"]))  # (B, K, V)
+    b, k = np.nonzero(batch["select_mask"])
+    np.testing.assert_allclose(picked[b, k], full[b, batch["select"][b, k]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(batch["targets"][b, k], batch["tokens"][b, batch["select"][b, k] + 1])
+    plain = {k: v for k, v in inputs.items() if k not in ("select", "select_mask", "targets")}
+    assert float(sft.loss_fn(loaded.model, **inputs)) == pytest.approx(float(sft.loss_fn(loaded.model, **plain)),
+                                                                        rel=1e-5)

@@ -1,7 +1,9 @@
 """Distillation losses as pure functions: `(loss, metrics)` over completion tokens only.
 
-Position t of a (B, L) row predicts token t + 1; it counts when `mask[t + 1]` is set (`input_mask` marks the
-completion and its end-of-turn, as in `cotgen.train.sft.loss_fn`), so prompts, padding and the seams between
+Every array is laid out by `labels`: (B, N) targets and mask, with logits (B, N, V) and stored top-k (B, N, k)
+at the positions that predict them: the batch's `select` (N = K, `cotgen.train.data`), or positions 0..L-2 of a
+(B, L) row (position t predicts token t + 1, counted when `mask[t + 1]` is set). `input_mask` marks the
+completion and its end-of-turn, as in `cotgen.train.sft.loss_fn`, so prompts, padding and the seams between
 packed examples weigh nothing, and every mean is over counted positions, not over the (B, L) grid as in
 Tunix's `LogitStrategy`.
 
@@ -27,7 +29,7 @@ import optax
 
 
 def _mask(labels):
-    targets, mask = labels  # (B, L-1) each: tokens 1..L-1 and whether each is trained on
+    targets, mask = labels  # (B, N) each: the tokens predicted and whether each is trained on
     mask = mask.astype(jnp.float32)
     return targets, mask, jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -35,15 +37,15 @@ def _mask(labels):
 def cross_entropy(student_logits, labels):
     """Mean next-token NLL of the student over counted positions (the SFT loss, also the eval loss)."""
     targets, mask, count = _mask(labels)
-    logits = student_logits[:, :-1].astype(jnp.float32)  # (B, L-1, V)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, L-1)
+    logits = student_logits.astype(jnp.float32)  # (B, N, V)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, N)
     return jnp.sum(nll * mask) / count
 
 
 def kd_full(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):
     targets, mask, count = _mask(labels)
-    s = student_logits[:, :-1].astype(jnp.float32)  # (B, L-1, V)
-    t = teacher_logits[:, :-1].astype(jnp.float32)  # (B, L-1, V)
+    s = student_logits.astype(jnp.float32)  # (B, N, V)
+    t = teacher_logits.astype(jnp.float32)  # (B, N, V)
     log_q = jax.nn.log_softmax(s / temperature, axis=-1)
     log_p = jax.nn.log_softmax(t / temperature, axis=-1)
     kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (B, L-1)
@@ -56,12 +58,12 @@ def kd_full(student_logits, teacher_logits, labels, *, temperature: float, alpha
 
 def kd_topk(student_logits, top_ids, top_logprobs, labels, *, temperature: float, alpha: float):
     targets, mask, count = _mask(labels)
-    s = student_logits[:, :-1].astype(jnp.float32)  # (B, L-1, V)
-    ids = top_ids[:, :-1]  # (B, L-1, k)
-    log_p = jax.nn.log_softmax(top_logprobs[:, :-1].astype(jnp.float32) / temperature, axis=-1)  # (B, L-1, k)
-    lse = jax.nn.logsumexp(s / temperature, axis=-1, keepdims=True)  # (B, L-1, 1)
-    log_q = jnp.take_along_axis(s, ids, axis=-1) / temperature - lse  # (B, L-1, k)
-    kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (B, L-1)
+    s = student_logits.astype(jnp.float32)  # (B, N, V)
+    ids = top_ids  # (B, N, k)
+    log_p = jax.nn.log_softmax(top_logprobs.astype(jnp.float32) / temperature, axis=-1)  # (B, N, k)
+    lse = jax.nn.logsumexp(s / temperature, axis=-1, keepdims=True)  # (B, N, 1)
+    log_q = jnp.take_along_axis(s, ids, axis=-1) / temperature - lse  # (B, N, k)
+    kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (B, N)
     kl = jnp.sum(kl * mask) / count
     mass = jnp.sum(jnp.sum(jnp.exp(log_q), axis=-1) * mask) / count  # student's share on the teacher's top k
     ce = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(s, targets) * mask) / count
@@ -69,6 +71,17 @@ def kd_topk(student_logits, top_ids, top_logprobs, labels, *, temperature: float
     return loss, {"distill/kl": kl, "distill/ce": ce, "distill/topk_mass": mass}
 
 
-def labels(input_tokens, input_mask, **_):
-    """(targets, mask) for positions 0..L-2."""
+def labels(input_tokens, input_mask, select=None, select_mask=None, targets=None, **_):
+    """(targets, mask): the batch's (B, K) `targets` and `select_mask` where it names its positions, else
+    those of positions 0..L-2."""
+    if select is not None:
+        return targets, select_mask
     return input_tokens[:, 1:], input_mask[:, 1:]
+
+
+def at_positions(values, select):
+    """(B, L, ...) per-position values (stored top-k, a teacher's index) -> the rows `labels` counts: at
+    `select` (B, K), or positions 0..L-2 without it."""
+    if select is None:
+        return values[:, :-1]
+    return jnp.take_along_axis(values, select.reshape(select.shape + (1,) * (values.ndim - 2)), axis=1)

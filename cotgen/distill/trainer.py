@@ -27,11 +27,12 @@ from cotgen.distill import losses
 from cotgen.train import sft
 
 BATCH_KEYS = ("tokens", "loss_mask", "positions", "segments")
+SELECT_KEYS = ("select", "select_mask", "targets")  # the positions decoded (`cotgen.train.data`)
 
 
 def forward(vocab: int):
-    def fn(model, input_tokens, input_mask, positions, attention_mask):
-        logits, _ = model(input_tokens, positions, None, attention_mask)  # (B, L, rows)
+    def fn(model, input_tokens, input_mask, positions, attention_mask, select=None, **_):
+        logits = sft.predicted_logits(model, input_tokens, positions, attention_mask, select)  # (B, N, rows)
         return logits[..., :vocab]
     return fn
 
@@ -59,13 +60,12 @@ class TopKStrategy(MaskedLogitStrategy):
                               alpha=self.alpha)
 
 
-def aligned(logits, index, end, tokens):
-    """(B, Lt, V) teacher logits -> (B, L, V) at the student's positions (`index`, (B, L)); where `end` is set,
-    the row becomes the data's next token with certainty (`cotgen.distill.align`)."""
-    out = jnp.take_along_axis(logits, jnp.asarray(index)[..., None], axis=1)
-    target = jnp.concatenate([jnp.asarray(tokens)[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)  # (B, L)
-    certain = jnp.where(jax.nn.one_hot(target, out.shape[-1], dtype=bool), 0.0, -1e4).astype(out.dtype)
-    return jnp.where(jnp.asarray(end)[..., None], certain, out)
+def aligned(logits, end, targets):
+    """The teacher's (B, N, V) logits, decoded at the teacher positions of the student's counted positions
+    (`cotgen.distill.align`'s index, taken `at_positions`): where `end` (B, N) is set, the row becomes the data's
+    next token (`targets`, (B, N)) with certainty."""
+    certain = jnp.where(jax.nn.one_hot(targets, logits.shape[-1], dtype=bool), 0.0, -1e4).astype(logits.dtype)
+    return jnp.where(jnp.asarray(end)[..., None], certain, logits)
 
 
 @flax.struct.dataclass(frozen=True)
@@ -81,16 +81,21 @@ class Trainer(distillation_trainer.DistillationTrainer):
                                              "teacher_output": x.teacher_output}
 
     def _prepare_inputs(self, input_data: dict) -> KDInput:
-        batch = {k: input_data[k] for k in BATCH_KEYS}
+        batch = {k: input_data[k] for k in (*BATCH_KEYS, *SELECT_KEYS) if k in input_data}
         if self._mode == metrics_logger.Mode.EVAL:
             return KDInput(batch, None)
-        if "top_ids" in input_data:
-            return KDInput(batch, (input_data["top_ids"], input_data["top_logprobs"]))
+        select = batch.get("select")
+        if "top_ids" in input_data:  # stored per position: taken where the losses count
+            return KDInput(batch, (losses.at_positions(jnp.asarray(input_data["top_ids"]), select),
+                                   losses.at_positions(jnp.asarray(input_data["top_logprobs"]), select)))
         if "teacher_tokens" in input_data:  # the teacher reads its own prompts (cotgen.distill.align)
-            teacher = {k: input_data[f"teacher_{k}"] for k in BATCH_KEYS}
-            logits = self.strategy.get_teacher_outputs(self.teacher_model, sft.model_inputs(teacher))
-            return KDInput(batch, aligned(logits, input_data["teacher_index"], input_data["teacher_end"],
-                                          input_data["tokens"]))
+            teacher = sft.model_inputs({k: input_data[f"teacher_{k}"] for k in BATCH_KEYS})
+            teacher["select"] = losses.at_positions(jnp.asarray(input_data["teacher_index"]), select)
+            logits = self.strategy.get_teacher_outputs(self.teacher_model, teacher)
+            targets, _ = losses.labels(batch["tokens"], batch["loss_mask"], select, batch.get("select_mask"),
+                                       batch.get("targets"))
+            return KDInput(batch, aligned(logits, losses.at_positions(jnp.asarray(input_data["teacher_end"]),
+                                                                      select), targets))
         return KDInput(batch, self.strategy.get_teacher_outputs(self.teacher_model, sft.model_inputs(batch)))
 
     def _post_process_train_step(self, aux) -> None:

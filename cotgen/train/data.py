@@ -13,7 +13,11 @@ shapes), so a resumed run sees the same batches as an uninterrupted one.
 
 A batch is a dict of `(B, L)` arrays: `tokens`, `loss_mask` (1 where the token is a training target),
 `positions` (restarting at 0 for each packed example) and `segments` (1, 2, ... per example in the row; 0 for
-padding). The trainer turns `segments` into a `(B, L, L)` causal mask with no attention across examples.
+padding). The trainer turns `segments` into a `(B, L, L)` causal mask with no attention across examples. And
+`(B, K)` arrays naming the K positions whose next token is a target: `select` (position p, left-aligned),
+`select_mask` (1 where real) and `targets` (the token at p + 1). The losses decode only those positions into
+logits: a completion is a third of a row here, and the vocabulary matmul (262,144 columns for Gemma 3) is half of
+a step's work. K is one number for a whole run (`target_width`), so the step compiles once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -236,9 +241,18 @@ def plan(lengths: np.ndarray, *, batch_size: int, max_len: int, packing: bool, s
 
 
 # ---------------------------------------------------------------------------------------------------- batches
+def target_width(batches: Iterable[list[list[int]]], tok: Tokenized, max_len: int) -> int:
+    """The most training targets a row of `batches` (step -> rows -> examples) holds, rounded up to 8 (at most
+    `max_len` - 1): the width K of every batch's `select`."""
+    most = max((sum(len(tok.ids[i]) - int(tok.n_prompt[i]) for i in row) for rows in batches for row in rows),
+               default=1)
+    return max(1, min(max_len - 1, -(-most // 8) * 8))
+
+
 def make_batch(rows: list[list[int]], tok: Tokenized, batch_size: int, max_len: int,
-               pad_id: int = 0) -> dict[str, np.ndarray]:
-    """A (batch_size, max_len) batch; rows beyond `rows` are all padding."""
+               pad_id: int = 0, targets: int | None = None) -> dict[str, np.ndarray]:
+    """A (batch_size, max_len) batch; rows beyond `rows` are all padding. `targets`: the width K of `select`
+    (default: this batch's own `target_width`)."""
     shape = (batch_size, max_len)
     tokens = np.full(shape, pad_id, dtype=np.int32)
     loss_mask = np.zeros(shape, dtype=np.int32)
@@ -256,7 +270,17 @@ def make_batch(rows: list[list[int]], tok: Tokenized, batch_size: int, max_len: 
             positions[r, off:off + n] = np.arange(n)
             segments[r, off:off + n] = s
             off += n
-    return {"tokens": tokens, "loss_mask": loss_mask, "positions": positions, "segments": segments}
+    width = target_width([rows], tok, max_len) if targets is None else targets
+    select = np.zeros((batch_size, width), dtype=np.int32)
+    select_mask = np.zeros((batch_size, width), dtype=np.int32)
+    target = np.full((batch_size, width), pad_id, dtype=np.int32)
+    for r in range(batch_size):
+        at = np.flatnonzero(loss_mask[r, 1:])  # position p predicts the target at p + 1
+        if len(at) > width:
+            raise ValueError(f"row {r} has {len(at)} targets, more than the batch's width {width}")
+        select[r, :len(at)], select_mask[r, :len(at)], target[r, :len(at)] = at, 1, tokens[r, at + 1]
+    return {"tokens": tokens, "loss_mask": loss_mask, "positions": positions, "segments": segments,
+            "select": select, "select_mask": select_mask, "targets": target}
 
 
 def batch_tokens(rows: list[list[int]], tok: Tokenized) -> tuple[int, int]:
@@ -296,7 +320,7 @@ class Batches:
         self.plan, self.tok, self.batch_size, self.max_len, self.start, self.pad_id = (
             p, tok, batch_size, max_len, start, pad_id)
         self.process = process
-
+        self.targets = target_width(p.batches, tok, max_len)  # one width for the run: one compiled step
         self.fetched: dict[int, float] = {}  # step (0-based) -> when the trainer asked for its batch
 
     def __len__(self) -> int:
@@ -310,7 +334,7 @@ class Batches:
                 yield {}
             else:
                 rows, size = local_rows(rows, self.batch_size, self.process)
-                yield make_batch(rows, self.tok, size, self.max_len, self.pad_id)
+                yield make_batch(rows, self.tok, size, self.max_len, self.pad_id, self.targets)
         self.fetched[self.plan.steps] = time.perf_counter()
 
     def step_time(self, step: int) -> float | None:
@@ -340,8 +364,10 @@ def eval_batches(tok: Tokenized, *, batch_size: int, max_len: int, packing: bool
     else:
         rows = [[int(i)] for i in order]
     n = math.ceil(len(rows) / batch_size) if limit is None else min(limit, math.ceil(len(rows) / batch_size))
+    steps = [rows[b * batch_size:(b + 1) * batch_size] for b in range(n)]
+    width = target_width(steps, tok, max_len)  # one width for every validation batch
     out = []
-    for b in range(n):
-        local, size = local_rows(rows[b * batch_size:(b + 1) * batch_size], batch_size, process)
-        out.append(make_batch(local, tok, size, max_len, pad_id))
+    for step in steps:
+        local, size = local_rows(step, batch_size, process)
+        out.append(make_batch(local, tok, size, max_len, pad_id, width))
     return out

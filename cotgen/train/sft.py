@@ -90,16 +90,38 @@ def optimizer(cfg: TrainConfig, lr):
     return optax.inject_hyperparams(make)(learning_rate=lr)
 
 
-def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
-    """Mean cross entropy of the tokens marked in `input_mask` (completion and end-of-turn)."""
+def predicted_logits(model, input_tokens, positions, attention_mask, select=None):
+    """The logits that predict the targets: at the (B, K) positions `select` (`cotgen.train.data`), or, without
+    it, at positions 0..L-2 of a full forward pass. With `select` only K positions are decoded: the model's
+    final-norm output (its `all_hidden_states` sow, the hidden states its own decode reads) is gathered and
+    decoded here, Gemma 2's final soft-cap included; the model's full logits go unused and XLA drops them."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    if select is None:
+        logits, _ = model(input_tokens, positions, None, attention_mask)  # (B, L, V)
+        return logits[:, :-1]
+    model(input_tokens, positions, None, attention_mask, output_hidden_states=True)
+    hidden = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].value[-1]  # (B, L, D)
+    logits = model.embedder.decode(jnp.take_along_axis(hidden, select[..., None], axis=1))  # (B, K, V)
+    cap = getattr(model, "final_logits_softcap", None)  # Gemma 2: 30.0; Gemma 3 has none
+    if cap is not None:
+        logits = jnp.tanh(logits / cap) * cap
+    return logits
+
+
+def loss_fn(model, input_tokens, input_mask, positions, attention_mask, select=None, select_mask=None,
+            targets=None):
+    """Mean cross entropy of the tokens marked in `input_mask` (completion and end-of-turn), decoded at
+    `select` only when the batch names them."""
     import jax.numpy as jnp
     import optax
 
-    logits, _ = model(input_tokens, positions, None, attention_mask)  # (B, L, V)
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = input_tokens[:, 1:]  # (B, L-1)
-    mask = input_mask[:, 1:].astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, L-1)
+    logits = predicted_logits(model, input_tokens, positions, attention_mask, select).astype(jnp.float32)
+    if select is None:
+        targets, select_mask = input_tokens[:, 1:], input_mask[:, 1:]  # (B, L-1)
+    mask = select_mask.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -114,8 +136,11 @@ def segment_mask(segments):
 
 def model_inputs(batch):
     """A cotgen batch -> the keyword arguments of `loss_fn` (runs inside the jitted step)."""
-    return {"input_tokens": batch["tokens"], "input_mask": batch["loss_mask"],
-            "positions": batch["positions"], "attention_mask": segment_mask(batch["segments"])}
+    inputs = {"input_tokens": batch["tokens"], "input_mask": batch["loss_mask"],
+              "positions": batch["positions"], "attention_mask": segment_mask(batch["segments"])}
+    if "select" in batch:
+        inputs.update(select=batch["select"], select_mask=batch["select_mask"], targets=batch["targets"])
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------------- run
