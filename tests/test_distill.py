@@ -4,7 +4,6 @@ online and offline training, resume, export hand-off and bad input."""
 from __future__ import annotations
 
 import functools
-
 import json
 
 import numpy as np
