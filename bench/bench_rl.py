@@ -3,7 +3,10 @@
 Each engine of `--rollouts` (default: vanilla, Tunix's sampler; vllm, cotgen's in-process vLLM engine with a
 weight sync after every update) runs the same configuration (model, problems, seed, batch, G, lengths, LoRA,
 dtype) in its own fresh process, one after the other; the summary prints each phase's median per engine and
-the vanilla / vllm ratios (> 1: vLLM is faster), plus the held-out accuracy at the start and the end.
+the vanilla / vllm ratios (> 1: vLLM is faster), plus the held-out accuracy at the start and the end. An arm
+ending in `/full` (e.g. `vllm:engine/full`) decodes the logits of every position in the reference pass and
+the update, as before `cotgen.train.rl.decode_tail_only` (which vLLM rollouts turn on): its ratio to the same
+arm without `/full` is what decoding the completion alone saves.
 
 Runs `cotgen.train.rl.run` (the same code as the CLI) and reads its metrics.jsonl: per step, wall time split
 into rollout (Tunix sampler: prefill + decode of batch x G completions), reference log-probs (a forward pass
@@ -66,8 +69,13 @@ def main() -> None:
 
     import jax
 
+    from cotgen.train import rl as rl_module
     from cotgen.train.rl import run
     from cotgen.train.rl_config import RLConfig
+
+    engine, _, variant = args.arm.partition("/")
+    if variant == "full":
+        rl_module.decode_tail_only = lambda model, tail: False
 
     tmp = None
     run_dir = args.run_dir
@@ -81,8 +89,8 @@ def main() -> None:
                    max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                    lora_rank=args.lora_rank, eval_size=args.eval_size,
                    eval_every=args.eval_every or args.steps, save_every=args.steps,
-                   strict_answer=not args.any_answer, rollout=args.arm.split(":")[0],
-                   rollout_seeding=args.arm.split(":")[1] if ":" in args.arm else args.rollout_seeding,
+                   strict_answer=not args.any_answer, rollout=engine.split(":")[0],
+                   rollout_seeding=engine.split(":")[1] if ":" in engine else args.rollout_seeding,
                    seed=args.seed, beta=args.beta, lr=args.lr)
     started = time.perf_counter()
     state = run(cfg)
@@ -132,13 +140,13 @@ def compare(args) -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_rl.") as tmp:
         for arm in arms:
-            out = Path(tmp) / f"{arm.replace(':', '-')}.json"
+            out = Path(tmp) / f"{arm.replace(':', '-').replace('/', '-')}.json"
             argv = list(sys.argv[1:])
             for flag in ("--out", "--run-dir"):  # each arm writes its own JSON, in its own run folder
                 while flag in argv:
                     i = argv.index(flag)
                     del argv[i:i + 2]
-            run_dir = (args.run_dir if args.run_dir else Path(tmp)) / arm.replace(":", "-")
+            run_dir = (args.run_dir if args.run_dir else Path(tmp)) / arm.replace(":", "-").replace("/", "-")
             cmd = [sys.executable, __file__, *argv, "--arm", arm, "--out", str(out), "--run-dir", str(run_dir)]
             print(f"== {arm}: {' '.join(cmd[1:])}", flush=True)
             started = time.perf_counter()
@@ -147,12 +155,14 @@ def compare(args) -> None:
             results[arm]["process_wall_s"] = round(time.perf_counter() - started, 1)
     summary = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir", "arm")},
                "arms": results}
-    for arm in [a for a in results if a.startswith("vllm")] if "vanilla" in results else []:
-        a, b = results["vanilla"]["median_after_first_s"], results[arm]["median_after_first_s"]
+    pairs = [("vanilla", a) for a in results if a.startswith("vllm")] if "vanilla" in results else []
+    pairs += [(a, a[:-len("/full")]) for a in results if a.endswith("/full") and a[:-len("/full")] in results]
+    for slow, fast in pairs:
+        a, b = results[slow]["median_after_first_s"], results[fast]["median_after_first_s"]
         ratios = {p: round(a[f"{p}_s"] / b[f"{p}_s"], 2) if b[f"{p}_s"] else None
                   for p in PHASES if a[f"{p}_s"] or b[f"{p}_s"]}
-        ratios["process_wall"] = round(results["vanilla"]["process_wall_s"] / results[arm]["process_wall_s"], 2)
-        summary[f"vanilla_over_{arm}"] = ratios
+        ratios["process_wall"] = round(results[slow]["process_wall_s"] / results[fast]["process_wall_s"], 2)
+        summary[f"{slow}_over_{fast}"] = ratios
     lines = [f"{'phase (median s)':<18}" + "".join(f"{arm:>12}" for arm in results)]
     for p in PHASES:
         lines.append(f"{p:<18}" + "".join(f"{r['median_after_first_s'][f'{p}_s']:>12.2f}" for r in results.values()))
@@ -161,9 +171,8 @@ def compare(args) -> None:
     for arm, r in results.items():
         lines.append(f"{arm}: held-out accuracy " + ", ".join(f"{e['accuracy']:.3f}@{e['step']}" for e in r["eval"])
                      + "; reward " + ", ".join(f"{s['reward']:.3f}" for s in r["per_step"]))
-    for key in [k for k in summary if k.startswith("vanilla_over_")]:
-        lines.append(f"vanilla / {key[len('vanilla_over_'):]}: "
-                     + ", ".join(f"{k} {v}x" for k, v in summary[key].items()))
+    for slow, fast in pairs:
+        lines.append(f"{slow} / {fast}: " + ", ".join(f"{k} {v}x" for k, v in summary[f"{slow}_over_{fast}"].items()))
     print("\n".join(lines))
     text = json.dumps(summary, indent=2)
     if args.out:
