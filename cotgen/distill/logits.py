@@ -36,7 +36,7 @@ import numpy as np
 from cotgen import __version__
 from cotgen.config import describe_changes, resolve, run_command, to_dict, write_resolved
 from cotgen.distill import align, store
-from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig
+from cotgen.distill.config import LOGITS_IDENTITY, LogitsConfig, resolved_dtype
 from cotgen.distill.vocab import logits_vocab, tokenizer_hash
 from cotgen.errors import CotgenError
 from cotgen.io import check_writable, read_json, write_text
@@ -299,6 +299,7 @@ def _groups(seqs: list[np.ndarray], tokens: int):
 
 
 def run(cfg: LogitsConfig) -> dict:
+    cfg = resolved_dtype(cfg)
     examples = read_data(cfg)
     fingerprint = data.fingerprint(examples)
     if check_out(cfg, fingerprint):

@@ -537,7 +537,8 @@ def logits_estimate(plan: Plan, s, sh: dict | None, p: dict, sets: dict, keep: f
                                    for o, n_s in zip(own_lens, student_lens)))
     return estimate.logits(p, sh, tokens=tokens, examples=examples, teacher_tokens=teacher, read_rows=rows,
                            top_k=c.top_k, backend=c.backend, devices=logits_devices(c),
-                           dtype_bytes=4 if c.dtype == "float32" else 2, batch_tokens=c.batch_tokens,
+                           dtype_bytes=4 if c.dtype == "float32" or (c.dtype, c.backend) == ("auto", "tunix") else 2,
+                           batch_tokens=c.batch_tokens,
                            longest=int(longest), extra_ids=extra_rows(c.teacher, sh))
 
 
