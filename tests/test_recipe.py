@@ -338,8 +338,11 @@ def test_report_ladder_rung_by_rung(tmp_path, fake):
     assert steps[("distill", "rl")]["mcnemar"]["b_only"] == 8  # 20 of 40 right -> 28 of 40
     assert steps[("sft-only", "distill")]["metrics"]["pass@1"]["diff"] == pytest.approx(0.1)
     assert "format" in steps[("distill", "rl")]["metrics"] and "truncated" in steps[("distill", "rl")]["metrics"]
+    w = steps[("distill", "rl")]["metrics"]["faithful"]  # the fake's right answers carry right work
+    assert (w["a"], w["b"]) == (pytest.approx(0.5), pytest.approx(0.7))
     text = (out / "report.md").read_text()
     assert "## The ladder, rung by rung" in text and "| distill -> **rl** | 50.0% -> 70.0% | +20.0 |" in text
+    assert "| faithful work (change, 95% CI) |" in text and "| 50.0% -> 70.0% (+20.0, [+" in text
     assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the headline still compares base and final (rl)
     assert doc["phases"][0]["headline"]["b"] == pytest.approx(0.7)

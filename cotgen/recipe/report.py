@@ -21,8 +21,8 @@ from cotgen.io import atomic_path, write_text
 from cotgen.recipe.plan import Plan
 
 HEADLINE = "greedy/pass@1"
-LADDER_METRICS = (("greedy/pass@1", "pass@1"), ("greedy/format_rate", "format"),
-                  ("greedy/truncation_rate", "truncated"))
+LADDER_METRICS = (("greedy/pass@1", "pass@1"), ("greedy/faithful_rate", "faithful"),
+                  ("greedy/format_rate", "format"), ("greedy/truncation_rate", "truncated"))
 WORK_LINES = (  # the arithmetic of the reasoning (cotgen/verify/steps.py), beside the headline
     ("greedy/faithful_rate", "Faithful work (right answer, a right arithmetic step and no wrong one)"),
     ("greedy/wrong_step_rate", "Answers whose reasoning has a false arithmetic step"),
@@ -89,13 +89,16 @@ def ladder_markdown(steps: list[dict], rungs: list[tuple[str, object]]) -> list[
              "exact test on greedy correctness): " + " -> ".join(f"`{r[0]}`" for r in rungs if r[0] != "sft-only")
              + (", and the ablation `sft-only` (the same data, steps and seed without the teacher) against `base` and "
                 "the distilled student" if any(r[0] == "sft-only" for r in rungs) else "") + ".", "",
-             "| rung | pass@1 | change (points) | 95% CI | format | truncated | McNemar (a only / b only, p) |",
-             "|---|---:|---:|---|---:|---:|---|"]
+             "| rung | pass@1 | change (points) | 95% CI | faithful work (change, 95% CI) | format | truncated | "
+             "McNemar (a only / b only, p) |",
+             "|---|---:|---:|---|---|---:|---:|---|"]
     for st in steps:
-        p, f, t = (st["metrics"].get(k, {}) for k in ("pass@1", "format", "truncated"))
+        p, w, f, t = (st["metrics"].get(k, {}) for k in ("pass@1", "faithful", "format", "truncated"))
         m = st["mcnemar"]
+        work = (f"{100 * w['a']:.1f}% -> {100 * w['b']:.1f}% ({100 * w['diff']:+.1f}, "
+                f"[{100 * w['lo']:+.1f}, {100 * w['hi']:+.1f}])" if w else "")
         lines.append(f"| {st['from']} -> **{st['to']}** | {100 * p['a']:.1f}% -> {100 * p['b']:.1f}% | "
-                     f"{100 * p['diff']:+.1f} | [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}] | "
+                     f"{100 * p['diff']:+.1f} | [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}] | {work} | "
                      f"{100 * f['a']:.1f}% -> {100 * f['b']:.1f}% | {100 * t['a']:.1f}% -> {100 * t['b']:.1f}% | "
                      + (f"{m['a_only']} / {m['b_only']}, p = {m['p_value']:.3g}" if m else "") + " |")
     return lines + ["", "![the ladder](ladder.png)", ""]
