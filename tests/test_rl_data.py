@@ -112,3 +112,10 @@ def test_prompt_budget_is_the_longest_prompt_rounded_up():
     assert prompt_budget(["a" * 10, "b" * 70], len) == 128
     assert prompt_budget(["a" * 64], len) == 64
     assert prompt_budget(["a" * 65], len, multiple=32) == 96
+
+
+def test_vllm_rollouts_pad_prompts_to_a_multiple_of_16():
+    from cotgen.train.rl_data import prompt_budget, prompt_multiple
+
+    assert (prompt_multiple("vllm"), prompt_multiple("vanilla")) == (16, 64)
+    assert prompt_budget(["a" * 85], len, multiple=prompt_multiple("vllm")) == 96

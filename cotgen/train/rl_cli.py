@@ -35,7 +35,7 @@ from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, 
 @flag("--warmup-steps", type=int)
 @flag("--max-tokens", type=int, help="Generated tokens per completion.")
 @flag("--max-prompt-tokens", type=int, help="Prompts are padded to this; longer ones are dropped.",
-      unset="the longest prompt, rounded up to 64")
+      unset="the longest prompt, rounded up to 16 (vllm rollout) or 64")
 @flag("--temperature", type=float)
 @flag("--top-p", type=float)
 @flag("--prompt-style", type=click.Choice(PROMPT_STYLES),

@@ -93,8 +93,8 @@ class RLConfig:
     max_grad_norm: float = 1.0
     # sampling
     max_tokens: int = 256  # generated tokens per completion
-    # prompts are left-padded to this and longer ones dropped; None: the longest prompt rounded up to 64 (the
-    # padding is paid in every rollout prefill and update, so a fixed 256 for 70-token prompts costs ~2x)
+    # prompts are left-padded to this and longer ones dropped; None: the longest prompt rounded up to 16 (vllm)
+    # or 64 (the padding is paid in every rollout prefill and update, so a fixed 256 for 70-token prompts costs ~2x)
     max_prompt_tokens: int | None = None
     temperature: float = 0.9
     top_p: float = 1.0
