@@ -299,11 +299,10 @@ def run(plan: Plan, *, echo=print) -> bool:
             student = _lengths(tok, [prompts.student_prompt(q) for q in questions])
             sets[s.name + "/student"] = student
         elif s.command == "rl":
-            from cotgen.train.rl_data import prompt_budget, prompt_multiple
+            from cotgen.train.rl_data import prompt_tokens
 
             lens = _lengths(tok, [prompts.student_prompt(q, chat=True) for q in questions])
-            # rl pads prompts to max_prompt_tokens, or by default to the longest one rounded up (rl_data)
-            budget = c.max_prompt_tokens or prompt_budget(lens, lambda n: n + 1, multiple=prompt_multiple(c.rollout))
+            budget = prompt_tokens(c, lens, lambda n: n + 1)  # the padding `cotgen rl` will use
             sets[s.name + "/prompt_tokens"] = budget
             over = sum(n + 1 > budget for n in lens)
             r.check(True if over == 0 else (None if over < len(lens) else False),

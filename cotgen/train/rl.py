@@ -479,8 +479,7 @@ def run(cfg: RLConfig, *, callbacks=()) -> dict:
     chat = style == "chat"
     train_prompts = [student_prompt(q, chat=chat) for q in data.train["question"]]
     eval_prompts = [student_prompt(q, chat=chat) for q in data.held_out["question"]]
-    budget = cfg.max_prompt_tokens or rl_data.prompt_budget([*train_prompts, *eval_prompts], n_tokens,
-                                                            multiple=rl_data.prompt_multiple(cfg.rollout))
+    budget = rl_data.prompt_tokens(cfg, [*train_prompts, *eval_prompts], n_tokens)
     train, train_prompts, long_train = rl_data.drop_long_prompts(data.train, train_prompts, n_tokens, budget,
                                                                  "train")
     held_out, eval_prompts, long_eval = rl_data.drop_long_prompts(data.held_out, eval_prompts, n_tokens,

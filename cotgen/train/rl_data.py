@@ -136,6 +136,12 @@ def prompt_budget(prompts: list[str], n_tokens: Callable[[str], int], multiple: 
     return -(-longest // multiple) * multiple
 
 
+def prompt_tokens(cfg, prompts: list, n_tokens: Callable) -> int:
+    """A run's padded prompt length: `cfg.max_prompt_tokens`, else the longest prompt rounded up to its
+    rollout's `prompt_multiple` (`cotgen rl` and the recipe dry-run both ask here)."""
+    return cfg.max_prompt_tokens or prompt_budget(prompts, n_tokens, multiple=prompt_multiple(cfg.rollout))
+
+
 def drop_long_prompts(df: pl.DataFrame, prompts: list[str], n_tokens: Callable[[str], int], limit: int,
                       what: str) -> tuple[pl.DataFrame, list[str], int]:
     """Rows whose prompt fits `limit` tokens, their prompts, and how many were dropped."""
