@@ -6,7 +6,11 @@ dtype) in its own fresh process, one after the other; the summary prints each ph
 the vanilla / vllm ratios (> 1: vLLM is faster), plus the held-out accuracy at the start and the end. An arm
 ending in `/full` (e.g. `vllm:engine/full`) decodes the logits of every position in the reference pass and
 the update, as before `cotgen.train.rl.decode_tail_only` (which vLLM rollouts turn on): its ratio to the same
-arm without `/full` is what decoding the completion alone saves.
+arm without `/full` is what decoding the completion alone saves. An arm ending in `/thp` runs with glibc's malloc
+on transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, read at process start), an arm ending in
+`/4k` without (the default); the ratio of the two is what huge pages change. `/bf16`: the vLLM engine samples
+in bfloat16 (`--rollout-dtype bfloat16`; the actor stays in its dtype). Variants combine with `+`
+(`vllm:engine/thp+bf16`).
 
 Runs `cotgen.train.rl.run` (the same code as the CLI) and reads its metrics.jsonl: per step, wall time split
 into rollout (Tunix sampler: prefill + decode of batch x G completions), reference log-probs (a forward pass
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -74,7 +79,8 @@ def main() -> None:
     from cotgen.train.rl_config import RLConfig
 
     engine, _, variant = args.arm.partition("/")
-    if variant == "full":
+    variants = set(variant.split("+")) - {""}
+    if "full" in variants:
         rl_module.decode_tail_only = lambda model, tail: False
 
     tmp = None
@@ -91,7 +97,8 @@ def main() -> None:
                    eval_every=args.eval_every or args.steps, save_every=args.steps,
                    strict_answer=not args.any_answer, rollout=engine.split(":")[0],
                    rollout_seeding=engine.split(":")[1] if ":" in engine else args.rollout_seeding,
-                   seed=args.seed, beta=args.beta, lr=args.lr)
+                   seed=args.seed, beta=args.beta, lr=args.lr,
+                   rollout_dtype="bfloat16" if "bf16" in variants else "actor")
     started = time.perf_counter()
     state = run(cfg)
     wall = time.perf_counter() - started
@@ -134,6 +141,20 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def arm_environment(arm: str) -> dict[str, str]:
+    """The child's environment: this one, with glibc's huge-page malloc turned on for a `/thp` arm and off
+    (whatever cotgen would choose) for a `/4k` arm."""
+    from cotgen.train.vllm_rollout import with_malloc_thp, without_malloc_thp
+
+    env = dict(os.environ)
+    variants = set(arm.partition("/")[2].split("+"))
+    if "thp" in variants:
+        env = with_malloc_thp(without_malloc_thp(env))
+    elif "4k" in variants:
+        env = without_malloc_thp(env)
+    return env
+
+
 def compare(args) -> None:
     """Run every engine of --rollouts in its own process on the same configuration; print the ratios."""
     arms = [a for a in args.rollouts.split(",") if a]
@@ -148,15 +169,19 @@ def compare(args) -> None:
                     del argv[i:i + 2]
             run_dir = (args.run_dir if args.run_dir else Path(tmp)) / arm.replace(":", "-").replace("/", "-")
             cmd = [sys.executable, __file__, *argv, "--arm", arm, "--out", str(out), "--run-dir", str(run_dir)]
+            env = arm_environment(arm)
             print(f"== {arm}: {' '.join(cmd[1:])}", flush=True)
             started = time.perf_counter()
-            subprocess.run(cmd, check=True)
+            subprocess.run(cmd, check=True, env=env)
             results[arm] = json.loads(out.read_text())
             results[arm]["process_wall_s"] = round(time.perf_counter() - started, 1)
     summary = {"config": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir", "arm")},
                "arms": results}
-    pairs = [("vanilla", a) for a in results if a.startswith("vllm")] if "vanilla" in results else []
+    vanilla = next((a for a in results if a.split("/")[0] == "vanilla"), None)
+    pairs = [(vanilla, a) for a in results if a.startswith("vllm")] if vanilla else []
     pairs += [(a, a[:-len("/full")]) for a in results if a.endswith("/full") and a[:-len("/full")] in results]
+    pairs += [(a, a[:-len("/4k")] + "/thp") for a in results
+              if a.endswith("/4k") and a[:-len("/4k")] + "/thp" in results]
     for slow, fast in pairs:
         a, b = results[slow]["median_after_first_s"], results[fast]["median_after_first_s"]
         ratios = {p: round(a[f"{p}_s"] / b[f"{p}_s"], 2) if b[f"{p}_s"] else None

@@ -39,6 +39,7 @@ QUICK = {
     "train": ["--steps", "3", "--max-len", "256",
               "--configs", "lora_packed,lora_unpacked,lora_unpacked_longest"],
     "rl": ["--steps", "2", "--max-tokens", "32"],
+    "update_beside_vllm": ["--arms", "plain/4k,idle/4k", "--steps", "4"],
 }
 
 
@@ -55,6 +56,8 @@ BASELINES = {
     "train": "cotgen's own settings: packed vs unpacked (padded to max_len and to the longest row), "
              "full vs LoRA vs QLoRA",
     "rl": "the split of each GRPO step's time (rollout, reference, rewards, update)",
+    "update_beside_vllm": "the same training step alone, beside imported vllm and beside an idle engine; "
+                          "4 KiB pages vs glibc's huge-page malloc",
 }
 
 

@@ -71,6 +71,63 @@ def test_prepare_gpu_does_nothing_on_cpu(monkeypatch):
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
 
 
+def test_malloc_huge_pages_are_added_to_the_tunables_unless_the_user_chose(monkeypatch):
+    assert vllm_rollout.with_malloc_thp({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert vllm_rollout.with_malloc_thp({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert vllm_rollout.with_malloc_thp({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.hugetlb=0"
+    assert "GLIBC_TUNABLES" not in vllm_rollout.without_malloc_thp({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    assert vllm_rollout.without_malloc_thp({"GLIBC_TUNABLES": "a=1:glibc.malloc.hugetlb=1"})["GLIBC_TUNABLES"] == "a=1"
+
+
+def test_cotgen_run_gives_only_an_rl_stage_with_a_cpu_vllm_rollout_huge_page_malloc(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cotgen.recipe import plan as plan_mod
+    from cotgen.recipe import runner
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    plan = plan_mod.build(recipes / "cpu-demo.toml", out=tmp_path / "run")
+    rl = [s for s in plan.stages if s.command == "rl"]
+    assert rl and all(s.settings.rollout == "vllm" for s in rl)
+    monkeypatch.setattr(vllm_rollout, "on_cpu", lambda: True)
+    assert all("glibc.malloc.hugetlb=1" in runner.stage_environment(plan, s)["GLIBC_TUNABLES"] for s in rl)
+    assert all("GLIBC_TUNABLES" not in runner.stage_environment(plan, s) for s in plan.stages if s.command != "rl")
+    monkeypatch.setattr(vllm_rollout, "on_cpu", lambda: False)  # a GPU: XLA's buffers live on the device
+    assert all("GLIBC_TUNABLES" not in runner.stage_environment(plan, s) for s in rl)
+    tpu = plan_mod.build(recipes / "gemma3-1b-tpu.toml", out=tmp_path / "tpu")
+    monkeypatch.setattr(vllm_rollout, "on_cpu", lambda: True)
+    assert all("GLIBC_TUNABLES" not in runner.stage_environment(tpu, s) for s in tpu.stages)  # vanilla rollout
+
+
+@pytest.mark.parametrize("choice, cpu, actor, expected", [
+    ("actor", True, "float32", "float32"), ("actor", False, "float32", "bfloat16"),
+    ("bfloat16", True, "float32", "bfloat16"), ("float32", False, "float32", "float32")])
+def test_the_rollout_engine_dtype(choice, cpu, actor, expected):
+    from cotgen.train.rl import rollout_dtype
+    from cotgen.train.rl_config import RLConfig
+
+    cfg = RLConfig(model="tiny", source="rg:basic_arithmetic", out="x", rollout="vllm", dtype=actor,
+                   rollout_dtype=choice)
+    assert rollout_dtype(cfg, cpu=cpu) == expected
+
+
+def test_rollout_dtype_auto_is_the_machines_vllm_dtype(monkeypatch):
+    from cotgen.engines import config as engine_config
+    from cotgen.train.rl import rollout_dtype
+    from cotgen.train.rl_config import RLConfig
+
+    cfg = RLConfig(model="tiny", source="rg:basic_arithmetic", out="x", rollout="vllm", rollout_dtype="auto")
+    for bf16, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(engine_config, "cpu_has_bf16", lambda b=bf16: b)
+        monkeypatch.setattr(engine_config, "vllm_cpu_build", lambda: True)
+        assert rollout_dtype(cfg, cpu=True) == expected
+    with pytest.raises(CotgenError, match="--rollout-dtype must be one of"):
+        RLConfig(model="tiny", source="rg:basic_arithmetic", out="x", rollout_dtype="fp8")
+
+
 # ---------------------------------------------------------------------------------------------------- tiny
 TINY = dict(model="tiny", source="rg:basic_arithmetic", limit=40, num_generations=2, batch_size=2,
             max_tokens=8, eval_size=2, eval_every=1, save_every=1, rollout="vllm", lr=1e-2)

@@ -173,6 +173,18 @@ def environment(plan: Plan) -> dict[str, str]:
     return env
 
 
+def stage_environment(plan: Plan, stage: Stage) -> dict[str, str]:
+    """`environment(plan)`, and for an rl stage sampling with vLLM on CPU glibc's malloc on huge pages (the
+    policy update beside the engine: cotgen.train.vllm_rollout.MALLOC_THP)."""
+    env = environment(plan)
+    if stage.command == "rl" and getattr(stage.settings, "rollout", None) == "vllm":
+        from cotgen.train import vllm_rollout
+
+        if vllm_rollout.on_cpu():
+            env = vllm_rollout.with_malloc_thp(env)
+    return env
+
+
 def run_subprocess(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
     """Run `cmd`, streaming its output to the terminal and appending it to `log_path`; return its exit status."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +223,7 @@ def execute(plan: Plan, stage: Stage, mode: str, ids: dict[str, str]) -> dict:
         cmd = argv(plan, stage, mode)
         logfile = plan.out / "logs" / f"{stage.name}.log"
         log.info("stage %s (%s): %s", stage.name, mode, " ".join(cmd[2:]))
-        rc = run_subprocess(cmd, logfile, environment(plan))
+        rc = run_subprocess(cmd, logfile, stage_environment(plan, stage))
         if rc != 0:
             raise CotgenError(f"stage {stage.name} failed (exit status {rc}; log {logfile}); fix the cause and run "
                               "the same command again: finished stages are skipped and this one resumes")

@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -387,6 +388,19 @@ def make_learner(cfg: RLConfig, cluster, reward_fns):
     return learner_cls(rl_cluster=cluster, algo_config=algo, reward_fns=reward_fns)
 
 
+def rollout_dtype(cfg: RLConfig, *, cpu: bool) -> str:
+    """The vLLM rollout engine's dtype: `--rollout-dtype`, where "actor" is the actor's dtype on CPU (an AVX2 CPU
+    has no bf16 matmul: vLLM decodes 2.5x faster in float32 there) and bfloat16 on GPU, and "auto" vLLM's choice
+    for the machine."""
+    if cfg.rollout_dtype == "actor":
+        return cfg.dtype if cpu else "bfloat16"
+    if cfg.rollout_dtype == "auto":
+        from cotgen.engines.config import default_dtype
+
+        return default_dtype("vllm")
+    return cfg.rollout_dtype
+
+
 def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
     """cotgen's vLLM rollout engine for this run (CPU, GPU): a functools.partial Tunix builds as it builds its
     own engines (`ClusterConfig.rollout_engine`)."""
@@ -395,9 +409,10 @@ def vllm_engine(cfg: RLConfig, loaded, prompt_tokens: int):
     seqs, max_len = vllm_rollout.engine_size(
         batch_size=cfg.batch_size, num_generations=cfg.num_generations, eval_size=cfg.eval_size,
         prompt_tokens=prompt_tokens, max_tokens=max(cfg.max_tokens, cfg.eval_max_tokens or cfg.max_tokens))
-    # the actor's dtype on CPU (this machine's CPUs have no bf16 matmul units: vLLM decodes 2.5x faster in
-    # float32 than in bfloat16 here), bfloat16 on GPU
-    dtype = cfg.dtype if vllm_rollout.on_cpu() else "bfloat16"
+    dtype = rollout_dtype(cfg, cpu=vllm_rollout.on_cpu())
+    if vllm_rollout.on_cpu() and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
+        log.info("vLLM on CPU: the policy update runs faster beside the engine with GLIBC_TUNABLES=%s (cotgen run "
+                 "sets it for rl stages)", vllm_rollout.MALLOC_THP)
     c = loaded.config
     kv = vllm_rollout.kv_cache_bytes(seqs, max_len, layers=c.num_layers, kv_heads=c.num_kv_heads,
                                      head_dim=c.head_dim, dtype_bytes=4 if dtype == "float32" else 2)

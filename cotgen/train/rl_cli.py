@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from cotgen.config import defaults_from, flag
-from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, ROLLOUT_SEEDINGS, ROLLOUTS
+from cotgen.train.rl_config import (
+    ALGOS,
+    KL_ESTIMATORS,
+    ORDERS,
+    PROMPT_STYLES,
+    ROLLOUT_DTYPES,
+    ROLLOUT_SEEDINGS,
+    ROLLOUTS,
+)
 
 
 @defaults_from("cotgen.train.rl_config:RLConfig")
@@ -47,6 +55,9 @@ from cotgen.train.rl_config import ALGOS, KL_ESTIMATORS, ORDERS, PROMPT_STYLES, 
       help="vllm: request (each completion its own seed: the same samples on resume) or engine (faster on CPU).")
 @flag("--rollout-eager/--rollout-compiled", "rollout_eager",
       help="vllm: eager (fast start-up) or torch.compile'd decoding.")
+@flag("--rollout-dtype", type=click.Choice(ROLLOUT_DTYPES),
+      help="vllm: the engine's dtype; actor: the actor's --dtype on CPU, bfloat16 on GPU; auto: bfloat16 where "
+      "the CPU has bf16 matmuls (AVX512-BF16/AMX), else float32. The sync casts the weights to it.")
 @flag("--rollout-gpu-share", type=float,
       help="vllm on GPU: vLLM's share of the device (gpu_memory_utilization); JAX gets 0.95 minus it.")
 @flag("--correctness-weight", type=float)

@@ -28,6 +28,7 @@ ROLLOUTS = ("vanilla", "vllm")
 ROLLOUT_SEEDINGS = ("request", "engine")
 PROMPT_STYLES = ("chat", "plain")
 ORDERS = ("shuffle", "easy_first")
+ROLLOUT_DTYPES = ("actor", "auto", "float32", "bfloat16")
 # Tunix's per-token KL estimators: low_var_kl is Schulman's k3, (r - 1) - log r with r = ref/policy, the one
 # DeepSeekMath's GRPO uses (zero gradient where the policies agree); Tunix defaults to "kl", k1 =
 # log(policy/ref), whose per-sample gradient is not zero even at the reference.
@@ -106,6 +107,9 @@ class RLConfig:
     rollout_seeding: str = "request"  # vllm: request (request i seeded with the step seed + i) | engine (faster)
     rollout_eager: bool = True  # vllm: no torch.compile (start-up ~16 s instead of ~60 s on CPU)
     rollout_gpu_share: float = 0.3  # vllm on GPU: vLLM's share of the device; XLA gets 0.95 - this
+    # vllm: the engine's dtype. actor: the actor's --dtype on CPU, bfloat16 on GPU; auto: vLLM's own choice
+    # for the machine (cotgen.engines.config.default_dtype: bfloat16 where the CPU has bf16 matmuls)
+    rollout_dtype: str = "actor"
     # rewards (see the module docstring for the dominance rule)
     correctness_weight: float = 1.0
     format_weight: float = 0.2
@@ -156,6 +160,8 @@ class RLConfig:
             raise CotgenError(f"unknown --order {self.order!r}; known: {', '.join(ORDERS)}")
         if self.dtype not in DTYPES:
             raise CotgenError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.rollout_dtype not in ROLLOUT_DTYPES:
+            raise CotgenError(f"--rollout-dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.rollout_dtype!r}")
         if self.num_generations < 2:
             raise CotgenError(f"--num-generations must be >= 2 (GRPO compares completions within a group), "
                               f"got {self.num_generations}")
